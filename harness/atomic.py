@@ -1,0 +1,81 @@
+"""Atomic writes: every artifact is written to a temp path in the same folder, then renamed.
+
+A crash therefore leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def dumps_json(obj: Any) -> str:
+    """Canonical, human-readable JSON (sorted keys, trailing newline) so files diff cleanly."""
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    return write_text(path, dumps_json(obj))
+
+
+def write_parquet(path: str | os.PathLike[str], frame: Any) -> Path:
+    """Write a pandas DataFrame as parquet through a temp file + rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+@contextlib.contextmanager
+def staged_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temp folder next to `final`; on success it is renamed to `final`.
+
+    Used for whole artifacts (checkpoints, converted tokenizers): readers only ever see a
+    complete folder. An existing `final` is replaced.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

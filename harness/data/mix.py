@@ -1,0 +1,115 @@
+"""Build a variant's training table from its data mix, with a data card that counts every step.
+
+Sources are read in full (train split only), then sampled deterministically per source by
+`(data.seed, source name)`: a source's sample does not change when another source's weight
+does. Nothing is dropped without being counted in the card.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from harness.config import DataConfig, SourceConfig
+from harness.data.rows import TrainRow, read_flag_jsonl
+from harness.errors import HarnessError
+from harness.hashing import content_hash
+from harness.instructions import SOURCE_INSTRUCTIONS
+
+
+def read_source(name: str, source: SourceConfig) -> list[TrainRow]:
+    """All train-split rows of one source, in a deterministic order."""
+    instruction = source.instruction if source.instruction is not None else SOURCE_INSTRUCTIONS.get(str(source.kind))
+    if source.kind == "stdlib-code":
+        from harness.data.offline.stdlib_code import stdlib_code_pairs
+
+        return [
+            TrainRow(query=p.query, pos=[p.code], task="stdlib-code", instruction=instruction, source=name)
+            for p in stdlib_code_pairs("train")
+        ]
+    if source.kind == "cldr-bitext":
+        from harness.data.offline.cldr_bitext import DEFAULT_LANGS, cldr_bitext
+
+        langs = source.langs or list(DEFAULT_LANGS)
+        return [
+            TrainRow(query=p.english, pos=[p.other], task=f"cldr-bitext:{lang}", instruction=instruction, source=name)
+            for lang, pairs in cldr_bitext("train", langs).items()
+            for p in pairs
+        ]
+    if source.kind == "flag-jsonl":
+        assert source.path is not None
+        rows = read_flag_jsonl(source.path, source=name)
+        for row in rows:
+            row.instruction = row.instruction or instruction
+        return rows
+    raise HarnessError(f"data.sources.{name}: unknown kind {source.kind!r}")
+
+
+def _quotas(config: DataConfig, available: dict[str, int]) -> dict[str, int]:
+    active = {n: s for n, s in config.sources.items() if s.weight > 0}
+    caps = {n: min(available[n], s.max_rows or available[n]) for n, s in active.items()}
+    if config.total_rows is None:
+        return caps
+    total_weight = sum(s.weight for s in active.values())
+    return {n: min(caps[n], round(config.total_rows * s.weight / total_weight)) for n, s in active.items()}
+
+
+def build_mix(config: DataConfig) -> tuple[list[TrainRow], dict[str, Any]]:
+    """Return the training rows and the data card for one data config."""
+    if not config.sources:
+        raise HarnessError("data.sources is empty: name at least one training source")
+    available: dict[str, list[TrainRow]] = {
+        name: read_source(name, src) for name, src in config.sources.items() if src.weight > 0
+    }
+    quotas = _quotas(config, {n: len(r) for n, r in available.items()})
+    card_sources: dict[str, Any] = {}
+    rows: list[TrainRow] = []
+    seen: set[tuple[str, str]] = set()
+    for name in sorted(available):
+        pool = available[name]
+        rng = random.Random(f"{config.seed}:{name}")
+        picked = rng.sample(range(len(pool)), quotas[name])
+        duplicates = 0
+        negatives_trimmed = 0
+        taken: list[TrainRow] = []
+        for i in sorted(picked):
+            row = pool[i]
+            key = (row.query, row.pos[0])
+            if key in seen:
+                duplicates += 1
+                continue
+            seen.add(key)
+            if len(row.neg) > config.hard_negatives:
+                negatives_trimmed += len(row.neg) - config.hard_negatives
+                row.neg = row.neg[: config.hard_negatives]
+            taken.append(row)
+        rows.extend(taken)
+        tasks: dict[str, int] = {}
+        for row in taken:
+            tasks[row.task] = tasks.get(row.task, 0) + 1
+        source_cfg = config.sources[name]
+        card_sources[name] = {
+            "kind": source_cfg.kind,
+            "weight": source_cfg.weight,
+            "max_rows": source_cfg.max_rows,
+            "rows_available": len(pool),
+            "rows_sampled": quotas[name],
+            "duplicates_removed": duplicates,
+            "rows_kept": len(taken),
+            "hard_negatives_trimmed": negatives_trimmed,
+            "rows_per_task": dict(sorted(tasks.items())),
+        }
+    dropped = sorted(n for n, s in config.sources.items() if s.weight == 0)
+    card = {
+        "rows": len(rows),
+        "sources": card_sources,
+        "sources_with_weight_0": dropped,
+        "tasks": len({r.task for r in rows}),
+        "rows_with_hard_negatives": sum(1 for r in rows if r.neg),
+        "hard_negatives_per_row": (sum(len(r.neg) for r in rows) / len(rows)) if rows else 0.0,
+        "rows_with_instruction": sum(1 for r in rows if r.instruction),
+        "content_hash": content_hash([r.to_json() for r in rows]),
+    }
+    if not rows:
+        raise HarnessError("the data mix is empty after sampling: check weights, max_rows and total_rows")
+    return rows, card

@@ -1,0 +1,63 @@
+"""The mteb side of the embedder: an `AbsEncoder` with a unique `ModelMeta` per trained run.
+
+Every run gets its own model name and `revision = train-stage hash`, so mteb's result cache
+can never hand one variant's scores to another (mteb2.md, pitfall 1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from mteb.models.abs_encoder import AbsEncoder
+from mteb.models.model_meta import ModelMeta
+from mteb.types import PromptType
+
+from harness.evaluate.tasks import task_instruction
+from harness.instructions import RETRIEVAL
+from harness.model import Embedder, format_query
+
+QUERY_SIDE_TYPES = {"Retrieval", "Reranking", "InstructionRetrieval", "InstructionReranking"}
+ALL_INPUT_TYPES = {"Classification", "MultilabelClassification", "Clustering"}
+
+
+def kalm_instruction(task_metadata: Any, prompt_type: PromptType | None) -> str | None:
+    """KaLM's scheme: retrieval-like tasks instruct the query side only; classification and
+    clustering instruct every input with the task description; symmetric tasks get none."""
+    own = task_instruction(task_metadata.name)
+    if task_metadata.type in QUERY_SIDE_TYPES:
+        if prompt_type != PromptType.query:
+            return None
+        return own or RETRIEVAL
+    if task_metadata.type in ALL_INPUT_TYPES:
+        return own or task_metadata.description
+    return own if prompt_type == PromptType.query else None
+
+
+class HarnessEncoder(AbsEncoder):
+    def __init__(self, embedder: Embedder, *, name: str, revision: str, batch_size: int = 64,
+                 show_progress: bool = True) -> None:
+        self.model = embedder
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        cfg = embedder.config
+        self.mteb_model_meta = ModelMeta(
+            loader=None, name=name, revision=revision, release_date=None, languages=None,
+            n_parameters=sum(p.numel() for p in embedder.parameters()), memory_usage_mb=None,
+            max_tokens=cfg.passage_max_length, embed_dim=embedder.dim, license=None, open_weights=True,
+            public_training_code=None, public_training_data=None, framework=["PyTorch"],
+            similarity_fn_name="cosine", use_instructions=cfg.instructions, training_datasets=None,
+        )
+
+    def encode(self, inputs: Any, *, task_metadata: Any, hf_split: str, hf_subset: str,
+               prompt_type: PromptType | None = None, **kwargs: Any) -> np.ndarray:
+        texts = [text for batch in inputs for text in batch["text"]]
+        cfg = self.model.config
+        instruction = kalm_instruction(task_metadata, prompt_type) if cfg.instructions else None
+        if instruction:
+            texts = [format_query(t, instruction, cfg.instruction_template) for t in texts]
+        max_length = cfg.query_max_length if prompt_type == PromptType.query else cfg.passage_max_length
+        side = prompt_type.value if prompt_type else "text"
+        return self.model.encode(texts, max_length=max_length, batch_size=self.batch_size,
+                                 show_progress=self.show_progress,
+                                 desc=f"{task_metadata.name}/{hf_subset}/{side}")

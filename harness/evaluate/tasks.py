@@ -1,0 +1,145 @@
+"""The harness's own mteb tasks, built from the offline suite's *test* splits.
+
+Each task is a small mteb task class (metadata + a loader that builds `datasets` objects in
+memory), created per call so its `dataset.revision` is the hash of the data it loads: mteb's
+result cache can then never serve a score computed on other data (mteb2.md, pitfall 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.hashing import content_hash
+from harness.instructions import CODE_RETRIEVAL
+
+_GENERAL: dict[str, Any] = {
+    "category": "t2t",
+    "eval_splits": ["test"],
+    "date": ("2001-01-01", "2026-01-01"),
+    "dialect": ["Written"],
+    "task_subtypes": [],
+    "annotations_creators": "derived",
+    "modalities": ["text"],
+    "sample_creation": "found",
+    "bibtex_citation": "",
+}
+
+
+@dataclass(frozen=True)
+class HarnessTask:
+    """A registry entry: how to build the task, and its query-side instruction (if any)."""
+
+    name: str
+    task_type: str
+    build: Callable[[], Any]
+    instruction: str | None
+    description: str
+
+
+@lru_cache(maxsize=None)
+def _code_retrieval_data() -> tuple[list[dict[str, str]], list[dict[str, str]], dict[str, dict[str, int]]]:
+    from harness.data.offline.stdlib_code import stdlib_code_pairs
+
+    pairs = stdlib_code_pairs("test")
+    queries = [{"id": f"q:{p.id}", "text": p.query} for p in pairs]
+    corpus = [{"id": f"d:{p.id}", "text": p.code, "title": ""} for p in pairs]
+    qrels = {f"q:{p.id}": {f"d:{p.id}": 1} for p in pairs}
+    return queries, corpus, qrels
+
+
+def build_code_retrieval() -> Any:
+    from datasets import Dataset
+    from mteb.abstasks.retrieval import AbsTaskRetrieval
+    from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
+    from mteb.abstasks.task_metadata import TaskMetadata
+
+    queries, corpus, qrels = _code_retrieval_data()
+    revision = content_hash([queries, corpus, qrels])
+
+    class HarnessCodeRetrieval(AbsTaskRetrieval):
+        metadata = TaskMetadata(
+            name="HarnessCodeRetrieval",
+            description="Python standard-library docstring (first paragraph) -> function body; test modules only.",
+            reference="https://docs.python.org/3/library/",
+            dataset={"path": "harness/stdlib-code", "revision": revision},
+            type="Retrieval",
+            eval_langs=["eng-Latn", "python-Code"],
+            main_score="ndcg_at_10",
+            domains=["Programming", "Written"],
+            license="https://docs.python.org/3/license.html",
+            **_GENERAL,
+        )
+
+        def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+            self.dataset = {"default": {"test": RetrievalSplitData(
+                queries=Dataset.from_list(queries), corpus=Dataset.from_list(corpus),
+                relevant_docs=qrels, top_ranked=None)}}
+            self.data_loaded = True
+
+    return HarnessCodeRetrieval()
+
+
+def build_cldr_bitext() -> Any:
+    from datasets import Dataset, DatasetDict
+    from mteb.abstasks.task_metadata import TaskMetadata
+    from mteb.abstasks.text.bitext_mining import AbsTaskBitextMining
+
+    from harness.data.offline.cldr_bitext import DEFAULT_LANGS, LANG_TO_MTEB, cldr_bitext
+
+    data = cldr_bitext("test", DEFAULT_LANGS)
+    subsets = {
+        f"eng-{LANG_TO_MTEB[lang].split('-')[0]}": (lang, [(p.english, p.other) for p in pairs])
+        for lang, pairs in sorted(data.items()) if pairs
+    }
+    revision = content_hash({k: v[1] for k, v in subsets.items()})
+
+    class HarnessCLDRBitextMining(AbsTaskBitextMining):
+        metadata = TaskMetadata(
+            name="HarnessCLDRBitextMining",
+            description="CLDR (babel) names of territories, languages, currencies and months: English vs 19 "
+                        "languages incl. AfriMTEB-Lite's; held-out item keys only.",
+            reference="https://cldr.unicode.org/",
+            dataset={"path": "harness/cldr-bitext", "revision": revision},
+            type="BitextMining",
+            eval_langs={name: ["eng-Latn", LANG_TO_MTEB[lang]] for name, (lang, _) in subsets.items()},
+            main_score="f1",
+            domains=["Written"],
+            license="https://www.unicode.org/license.txt",
+            **_GENERAL,
+        )
+
+        def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+            self.dataset = {
+                name: DatasetDict({"test": Dataset.from_dict({
+                    "sentence1": [a for a, _ in pairs], "sentence2": [b for _, b in pairs]})})
+                for name, (_, pairs) in subsets.items()
+            }
+            self.data_loaded = True
+
+    return HarnessCLDRBitextMining()
+
+
+REGISTRY: dict[str, HarnessTask] = {
+    "HarnessCodeRetrieval": HarnessTask(
+        "HarnessCodeRetrieval", "Retrieval", build_code_retrieval, CODE_RETRIEVAL,
+        "stdlib docstring -> function (code retrieval)"),
+    "HarnessCLDRBitextMining": HarnessTask(
+        "HarnessCLDRBitextMining", "BitextMining", build_cldr_bitext, None,
+        "CLDR names, English vs 19 languages (bitext mining)"),
+}
+
+
+def get_task(name: str) -> Any:
+    """Build a harness task by name (mteb benchmark names come in a later stage)."""
+    if name not in REGISTRY:
+        raise HarnessError(f"unknown task {name!r}; harness tasks: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name].build()
+
+
+def task_instruction(task_name: str) -> str | None:
+    entry = REGISTRY.get(task_name)
+    return entry.instruction if entry else None

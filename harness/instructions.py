@@ -1,0 +1,15 @@
+"""Task descriptions for KaLM's query-side instruction template, shared by training and eval.
+
+The same text must reach a training row and the evaluation task it prepares for, so both
+read it from here. Symmetric tasks (bitext, STS, pair classification) get none (KaLM).
+"""
+
+CODE_RETRIEVAL = "Given a Python docstring, retrieve the function that implements it."
+RETRIEVAL = "Given a query, retrieve documents that answer the query."
+
+# Default instruction per training-source kind (None = symmetric task, no instruction).
+SOURCE_INSTRUCTIONS: dict[str, str | None] = {
+    "stdlib-code": CODE_RETRIEVAL,
+    "cldr-bitext": None,
+    "flag-jsonl": None,  # FlagEmbedding rows carry their own instruction, if any
+}

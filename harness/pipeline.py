@@ -1,0 +1,178 @@
+"""`ablate`: expand a recipe, run every (variant, seed) through the cached stages, write results/.
+
+Runs one after another here; the stage functions are plain and idempotent, so an executor
+(torchrun, SLURM through submitit) can call the same `run_one` elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness import atomic
+from harness.config import VariantConfig
+from harness.recipe import Recipe, Variant
+from harness.stages import Stage, data_stage, eval_stage, train_stage
+
+
+@dataclass
+class RunPlan:
+    """One (variant, seed) and the stages it needs."""
+
+    recipe: Recipe
+    variant: Variant
+    seed: int
+    config: VariantConfig
+    data: Stage
+    train: Stage
+    evals: dict[str, Stage]  # task name -> stage
+
+    @property
+    def results_dir(self) -> Path:
+        return variant_dir(self.recipe, self.variant, self.results_root) / f"seed-{self.seed}"
+
+    results_root: Path = Path("results")
+
+    @property
+    def model_name(self) -> str:
+        return f"harness-{self.recipe.name}/{self.variant.name}-seed{self.seed}"
+
+    def cached(self) -> dict[str, bool]:
+        return {"data": self.data.done(), "train": self.train.done(),
+                **{f"eval:{t}": s.done() for t, s in self.evals.items()}}
+
+
+def variant_dir(recipe: Recipe, variant: Variant, results_root: Path) -> Path:
+    return results_root / recipe.name / variant.name.replace("/", "_")
+
+
+def task_revisions(recipe: Recipe) -> dict[str, tuple[Any, str]]:
+    """Build each task named by any variant once: (task object, data revision)."""
+    from harness.evaluate.tasks import get_task
+
+    names = sorted({t for v in recipe.variants for t in v.config.eval.tasks})
+    tasks = {name: get_task(name) for name in names}
+    return {name: (task, task.metadata.dataset["revision"]) for name, task in tasks.items()}
+
+
+def plan(recipe: Recipe, results_root: Path, tasks: dict[str, tuple[Any, str]]) -> list[RunPlan]:
+    plans = []
+    for variant in recipe.variants:
+        for seed in recipe.seeds:
+            config = variant.run_config(seed)
+            plans.append(RunPlan(
+                recipe=recipe, variant=variant, seed=seed, config=config,
+                data=data_stage(config), train=train_stage(config),
+                evals={t: eval_stage(config, t, tasks[t][1]) for t in config.eval.tasks},
+                results_root=results_root,
+            ))
+    return plans
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def run_data(p: RunPlan, log: Any) -> None:
+    if p.data.done():
+        log(f"  data   {p.data.hash}  cached")
+        return
+    from harness.data.mix import build_mix
+    from harness.data.rows import write_jsonl_text
+
+    rows, card = build_mix(p.config.data)
+    with atomic.staged_dir(p.data.dir) as tmp:
+        atomic.write_text(tmp / "rows.jsonl", write_jsonl_text(rows))
+        atomic.write_json(tmp / "card.json", card)
+    log(f"  data   {p.data.hash}  built: {card['rows']} rows from {len(card['sources'])} source(s)")
+
+
+def run_train(p: RunPlan, log: Any, show_progress: bool) -> None:
+    if p.train.done():
+        log(f"  train  {p.train.hash}  cached")
+        return
+    from harness.data.rows import load_rows
+    from harness.train.loop import train
+
+    rows = load_rows(p.data.dir / "rows.jsonl")
+    with atomic.staged_dir(p.train.dir) as tmp:
+        train_log, summary = train(p.config, rows, tmp / "model", show_progress=show_progress)
+        atomic.write_text(tmp / "log.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in train_log))
+        atomic.write_json(tmp / "summary.json", summary)
+    log(f"  train  {p.train.hash}  trained: {summary['steps']} steps, final loss {summary['final_loss']}, "
+        f"{summary['train_seconds']} s")
+
+
+def run_eval(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any, show_progress: bool) -> None:
+    missing = [t for t, s in p.evals.items() if not s.done()]
+    for t in p.evals:
+        if t not in missing:
+            log(f"  eval   {p.evals[t].hash}  {t} cached")
+    if not missing:
+        return
+    from harness.evaluate.encoder import HarnessEncoder
+    from harness.evaluate.run import evaluate
+    from harness.model import Embedder
+
+    embedder = Embedder.from_config(p.config.model, checkpoint=p.train.dir / "model")
+    encoder = HarnessEncoder(embedder, name=p.model_name, revision=p.train.hash,
+                             batch_size=p.config.eval.batch_size, show_progress=show_progress)
+    scores, units = evaluate(encoder, [tasks[t][0] for t in missing])
+    for t in missing:
+        with atomic.staged_dir(p.evals[t].dir) as tmp:
+            atomic.write_json(tmp / "scores.json", scores[t])
+            atomic.write_parquet(tmp / "units.parquet", units[units["task"] == t].reset_index(drop=True))
+        log(f"  eval   {p.evals[t].hash}  {t}: {scores[t]['main_metric']} = {scores[t]['main_score']:.4f}")
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("harness", "torch", "transformers", "mteb", "sentence-transformers"):
+        try:
+            out[pkg] = version(pkg)
+        except Exception:  # noqa: BLE001 - a missing package is recorded, not fatal
+            out[pkg] = "missing"
+    return out
+
+
+def publish(p: RunPlan) -> None:
+    """Copy the small, human-readable part of each stage into results/<recipe>/<variant>/seed-N/."""
+    import pandas as pd
+
+    vdir = variant_dir(p.recipe, p.variant, p.results_root)
+    atomic.write_text(vdir / "config.yaml", yaml.safe_dump({
+        "recipe": p.recipe.name, "variant": p.variant.name, "variant_hash": p.variant.hash,
+        "overrides": p.variant.overrides, "config": p.variant.config.to_dict(),
+    }, sort_keys=True, allow_unicode=True))
+    out = p.results_dir
+    atomic.write_bytes(out / "data_card.json", (p.data.dir / "card.json").read_bytes())
+    atomic.write_bytes(out / "train_log.jsonl", (p.train.dir / "log.jsonl").read_bytes())
+    atomic.write_bytes(out / "train_summary.json", (p.train.dir / "summary.json").read_bytes())
+    scores = {t: json.loads((s.dir / "scores.json").read_text(encoding="utf-8")) for t, s in p.evals.items()}
+    atomic.write_json(out / "scores.json", {"model_name": p.model_name, "seed": p.seed, "tasks": scores})
+    units = pd.concat([pd.read_parquet(s.dir / "units.parquet") for s in p.evals.values()], ignore_index=True)
+    atomic.write_parquet(out / "units.parquet", units)
+    atomic.write_json(out / "run.json", {
+        "stages": {"data": p.data.hash, "train": p.train.hash, **{f"eval:{t}": s.hash for t, s in p.evals.items()}},
+        "checkpoint": str(p.train.dir / "model"),
+        "versions": _versions(),
+    })
+
+
+def run_plans(plans: list[RunPlan], tasks: dict[str, tuple[Any, str]], *, log: Any = print,
+              show_progress: bool = True) -> float:
+    started = time.perf_counter()
+    for i, p in enumerate(plans, start=1):
+        log(f"[{i}/{len(plans)}] {p.variant.name} (seed {p.seed}, variant {p.variant.hash})")
+        run_data(p, log)
+        run_train(p, log, show_progress)
+        run_eval(p, tasks, log, show_progress)
+        publish(p)
+    return time.perf_counter() - started

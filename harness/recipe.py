@@ -1,0 +1,333 @@
+"""Recipes: a YAML file of ablation axes over a base variant config.
+
+Loading is strict and happens before any work: a bad recipe stops with one message naming the
+file, the key and what is allowed, and nothing is written. YAML is read with `yaml.safe_load`,
+so a recipe can never execute code.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.config import VariantConfig
+from harness.errors import HarnessError
+from harness.hashing import content_hash
+
+CONTROL_NAME = "base"
+# Config paths whose children are free-form names (a new key there adds an entry).
+OPEN_MAPPINGS = {("data", "sources")}
+
+
+class RecipeFile(BaseModel):
+    """The raw schema of one recipe file, before `extends` is merged and `base` validated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    description: str = ""
+    extends: str | None = None
+    base: dict[str, Any] = Field(default_factory=dict)
+    ablate: dict[str, list[Any]] = Field(default_factory=dict)
+    mode: Literal["grid", "oneway"] = "oneway"
+    seeds: list[int] | None = Field(None, min_length=1)
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm of an ablation: a name, the overrides it applies to the base, its config."""
+
+    name: str
+    overrides: dict[str, Any]
+    config: VariantConfig
+    hash: str
+
+    def run_config(self, seed: int) -> VariantConfig:
+        cfg = self.config.model_copy(deep=True)
+        cfg.train.seed = seed
+        return cfg
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    path: Path
+    description: str
+    mode: str
+    seeds: list[int]
+    base: VariantConfig
+    axes: dict[str, list[Any]]
+    variants: list[Variant] = field(default_factory=list)
+
+    @property
+    def control(self) -> Variant:
+        return self.variants[0]
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-5` as a float (YAML 1.1 insists on `1.0e-5`)."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise HarnessError(f"{path}: recipe file not found")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RecipeLoader)  # noqa: S506 (safe)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise HarnessError(f"{where}: YAML syntax error: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise HarnessError(f"{path}: a recipe must be a YAML mapping (got {type(data).__name__})")
+    return data
+
+
+def _deep_merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(parent)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _pydantic_message(path: Path, exc: ValidationError, prefix: str, model: type[BaseModel]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(part) for part in err["loc"]]
+        key = ".".join([p for p in (prefix, *loc) if p])
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc[:-1])
+            hint = difflib.get_close_matches(loc[-1], allowed, n=1)
+            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+            lines.append(f"unknown key `{key}`{did_you_mean}; allowed: {', '.join(allowed)}")
+        else:
+            got = err.get("input")
+            shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+            lines.append(f"key `{key}`: {err['msg']}{shown}")
+    return f"{path}: " + ("\n  ".join(lines) if len(lines) == 1 else "\n  " + "\n  ".join(lines))
+
+
+def _allowed_keys(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """The field names valid at `loc` inside `model` (walks nested pydantic models)."""
+    current: Any = model
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if fields is None:
+            return []
+        if part in fields:
+            current = _inner_model(fields[part].annotation)
+        else:  # a free-form mapping key (e.g. a source name): step into the value type
+            current = current
+    return sorted(getattr(current, "model_fields", {}).keys())
+
+
+def _inner_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        inner = _inner_model(arg)
+        if inner is not None:
+            return inner
+    return None
+
+
+def _load_raw(path: Path, seen: tuple[Path, ...] = ()) -> tuple[RecipeFile, dict[str, Any]]:
+    """Read a recipe and its `extends` chain; return the child's schema and the merged base."""
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise HarnessError(f"{path}: key `extends`: cycle in recipe inheritance ({chain})")
+    raw = _read_yaml(path)
+    try:
+        recipe_file = RecipeFile.model_validate(raw)
+    except ValidationError as exc:
+        raise HarnessError(_pydantic_message(path, exc, "", RecipeFile)) from None
+    base = recipe_file.base
+    if recipe_file.extends:
+        parent_path = (path.parent / recipe_file.extends).resolve()
+        if not parent_path.is_file():
+            raise HarnessError(f"{path}: key `extends`: parent recipe {recipe_file.extends!r} not found")
+        parent_file, parent_base = _load_raw(parent_path, (*seen, path))
+        base = _deep_merge(parent_base, base)
+        # Only `base` is inherited; a child names its own axes, seeds and variants, falling
+        # back to the parent's seeds so a shared base can fix them once.
+        if recipe_file.seeds is None:
+            recipe_file.seeds = parent_file.seeds
+    return recipe_file, base
+
+
+# ----------------------------------------------------------------------------- axes
+
+
+def _split(dotted: str) -> list[str]:
+    return [part for part in dotted.split(".")]
+
+
+def _check_axis_path(path: Path, dotted: str, base: dict[str, Any]) -> None:
+    parts = _split(dotted)
+    node: Any = base
+    for depth, part in enumerate(parts):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            continue
+        if tuple(parts[:depth]) in OPEN_MAPPINGS:
+            return  # adding a new named entry (e.g. a new data source) is allowed
+        where = ".".join(parts[:depth]) or "<top level>"
+        options = sorted(node.keys()) if isinstance(node, dict) else []
+        hint = difflib.get_close_matches(part, options, n=1)
+        did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise HarnessError(
+            f"{path}: key `ablate.{dotted}`: unknown config path; `{part}` is not under {where}"
+            f"{did_you_mean}; allowed: {', '.join(options) or 'nothing (a value, not a section)'}"
+        )
+
+
+def _apply(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    resolved = copy.deepcopy(base)
+    for dotted, value in overrides.items():
+        parts = _split(dotted)
+        node = resolved
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = copy.deepcopy(value)
+    return resolved
+
+
+def _get(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in _split(dotted):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def format_value(value: Any) -> str:
+    """A short, filesystem-safe rendering of an axis value for variant names."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int | float | str):
+        return str(value).replace("/", "_").replace(" ", "_")
+    return content_hash(value, 6)
+
+
+def _short_names(axes: list[str]) -> dict[str, str]:
+    """The shortest dotted suffix of each axis that is unique among the recipe's axes."""
+    names: dict[str, str] = {}
+    for axis in axes:
+        parts = _split(axis)
+        # under a named mapping (data.sources.<name>.…) the name is always part of the label
+        start = next((len(parts) - len(prefix) for prefix in OPEN_MAPPINGS if tuple(parts[: len(prefix)]) == prefix
+                      and len(parts) > len(prefix)), 1)
+        for n in range(start, len(parts) + 1):
+            suffix = ".".join(parts[-n:])
+            if all(not other.endswith(suffix) or other == axis for other in axes) or n == len(parts):
+                names[axis] = suffix
+                break
+    return names
+
+
+def _expand(recipe_file: RecipeFile, base: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    axes = recipe_file.ablate
+    short = _short_names(list(axes))
+    arms: list[tuple[str, dict[str, Any]]] = [(CONTROL_NAME, {})]
+    if recipe_file.mode == "oneway":
+        for axis, values in axes.items():
+            for value in values:
+                if value == _get(base, axis):
+                    continue  # the control already covers the base value
+                arms.append((f"{short[axis]}={format_value(value)}", {axis: value}))
+    else:
+        for combo in itertools.product(*axes.values()):
+            overrides = dict(zip(axes, combo, strict=True))
+            if all(value == _get(base, axis) for axis, value in overrides.items()):
+                continue
+            name = ",".join(f"{short[a]}={format_value(v)}" for a, v in overrides.items())
+            arms.append((name, overrides))
+    for name, overrides in recipe_file.variants.items():
+        arms.append((name, overrides))
+    return arms
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Load, merge, validate and expand a recipe. Raises HarnessError on any problem."""
+    path = Path(path)
+    recipe_file, base = _load_raw(path)
+    try:
+        base_config = VariantConfig.model_validate(base)
+    except ValidationError as exc:
+        raise HarnessError(_pydantic_message(path, exc, "base", VariantConfig)) from None
+    base_dict = base_config.to_dict()
+
+    for axis, values in recipe_file.ablate.items():
+        if not values:
+            raise HarnessError(f"{path}: key `ablate.{axis}`: empty axis; give at least one value")
+        _check_axis_path(path, axis, base_dict)
+    for name, overrides in recipe_file.variants.items():
+        if name == CONTROL_NAME:
+            raise HarnessError(f"{path}: key `variants.{name}`: the name {CONTROL_NAME!r} is the control")
+        for dotted in overrides:
+            _check_axis_path(path, dotted, base_dict)
+
+    seeds = recipe_file.seeds or [base_config.train.seed]
+    variants: list[Variant] = []
+    seen_names: set[str] = set()
+    seen_hashes: dict[str, str] = {}
+    for name, overrides in _expand(recipe_file, base_dict):
+        if name in seen_names:
+            raise HarnessError(f"{path}: two variants are both named {name!r}")
+        seen_names.add(name)
+        try:
+            config = VariantConfig.model_validate(_apply(base_dict, overrides))
+        except ValidationError as exc:
+            key = "ablate" if name not in recipe_file.variants else f"variants.{name}"
+            raise HarnessError(_pydantic_message(path, exc, "", VariantConfig).replace(
+                f"{path}: ", f"{path}: {key} (variant {name!r}): ", 1)) from None
+        seedless = config.to_dict()
+        seedless["train"].pop("seed")
+        digest = content_hash(seedless)
+        if digest in seen_hashes:
+            raise HarnessError(
+                f"{path}: variants {seen_hashes[digest]!r} and {name!r} resolve to the same config"
+            )
+        seen_hashes[digest] = name
+        variants.append(Variant(name=name, overrides=overrides, config=config, hash=digest))
+
+    return Recipe(
+        name=recipe_file.name or path.stem,
+        path=path,
+        description=recipe_file.description,
+        mode=recipe_file.mode,
+        seeds=seeds,
+        base=base_config,
+        axes=dict(recipe_file.ablate),
+        variants=variants,
+    )

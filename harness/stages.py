@@ -1,0 +1,51 @@
+"""Content-addressed stages: data -> train -> evaluate, each cached under the hash of its inputs.
+
+A stage's key holds exactly the config slice it depends on plus the hashes of the stages it
+reads, so changing an axis invalidates only what is downstream. A stage folder appears by
+atomic rename when complete; a half-done stage is simply absent and is redone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.config import VariantConfig
+from harness.hashing import content_hash
+from harness.paths import cache_root
+
+STAGE_VERSION = 1  # bump when a stage's output format or semantics change
+
+
+@dataclass(frozen=True)
+class Stage:
+    kind: str
+    key: dict[str, Any]
+    hash: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hash", content_hash({"stage": self.kind, "v": STAGE_VERSION, **self.key}))
+
+    @property
+    def dir(self) -> Path:
+        return cache_root() / self.kind / self.hash
+
+    def done(self) -> bool:
+        return self.dir.is_dir()
+
+
+def data_stage(config: VariantConfig) -> Stage:
+    return Stage("data", {"data": config.data.model_dump(mode="json")})
+
+
+def train_stage(config: VariantConfig) -> Stage:
+    return Stage("train", {
+        "data": data_stage(config).hash,
+        "model": config.model.model_dump(mode="json"),
+        "train": config.train.model_dump(mode="json"),
+    })
+
+
+def eval_stage(config: VariantConfig, task_name: str, task_revision: str) -> Stage:
+    return Stage("eval", {"train": train_stage(config).hash, "task": task_name, "revision": task_revision})

@@ -31,14 +31,18 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     plans = plan(recipe, results_root, tasks)
     if args.dry_run:
         print(dry_run_text(recipe, plans))
+        print(tasks_text(tasks))
         return 0
     print(f"recipe {recipe.name}: {len(recipe.variants)} variants x {len(recipe.seeds)} seed(s) = {len(plans)} runs")
     run_plans(plans, tasks, show_progress=not args.no_progress)
-    from harness.report.compare import write_comparison
     from harness.report.leaderboard import write_leaderboard
+    from harness.report.report import write_report
+    from harness.report.results import load_scores
+    from harness.report.tables import comparison_markdown
 
-    table, path = write_comparison(results_root / recipe.name)
-    print(f"\n{table}\n\ncomparison written to {path}")
+    recipe_dir = results_root / recipe.name
+    print(f"\n{comparison_markdown(load_scores(recipe_dir))}\n")
+    print(f"report written to {write_report(recipe_dir)}")
     if not args.no_leaderboard:
         print(f"leaderboard regenerated: {write_leaderboard(results_root, Path(args.leaderboard))}")
     print(f"wall time: {time.perf_counter() - started:.1f} s")
@@ -64,14 +68,83 @@ def dry_run_text(recipe: object, plans: list) -> str:
     return "\n".join(lines)
 
 
+def load_variant_config(path: Path) -> object:
+    """A variant config YAML: a bare config, or a results/<recipe>/<variant>/config.yaml."""
+    from pydantic import ValidationError
+
+    from harness.config import VariantConfig
+    from harness.recipe import _pydantic_message, _read_yaml
+
+    raw = _read_yaml(path)
+    if "config" in raw and "variant_hash" in raw:
+        raw = raw["config"]
+    try:
+        return VariantConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise HarnessError(_pydantic_message(path, exc, "", VariantConfig)) from None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from harness.stages import train_stage
+    from harness.train.stage import launch_torchrun, run_train_stage
+
+    config = load_variant_config(Path(args.config))
+    under_torchrun = "WORLD_SIZE" in os.environ
+    if config.train.nproc > 1 and not under_torchrun:  # type: ignore[attr-defined]
+        summary = launch_torchrun(config, show_progress=not args.no_progress)  # type: ignore[arg-type]
+    else:
+        summary = run_train_stage(config, show_progress=not args.no_progress)  # type: ignore[arg-type]
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"checkpoint: {train_stage(config).dir / 'model'}")  # type: ignore[arg-type]
+        print(f"summary: {summary}")
+    return 0
+
+
+def tasks_text(tasks: dict) -> str:
+    """Every task a recipe evaluates on, from local metadata (works without the Hub)."""
+    from harness.evaluate.benchmarks import describe_task
+    from harness.evaluate.resolve import is_local
+
+    lines = ["", f"{len(tasks)} evaluation task(s):"]
+    for name, (task, revision) in tasks.items():
+        _, task_type, langs = describe_task(task)
+        where = "offline (harness)" if is_local(task) else "Hugging Face Hub"
+        lines.append(f"  {name:40s} {task_type:22s} {where:18s} langs: {langs}")
+    return "\n".join(lines)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from harness.config import EvalConfig, ModelConfig
+    from harness.evaluate.resolve import check_names, resolve_tasks
+
+    if not args.tasks and not args.benchmark:
+        raise HarnessError("eval: name --tasks and/or --benchmark (e.g. --benchmark \"MTEB(Africa, v1, lite)\")")
+    eval_config = EvalConfig(tasks=args.tasks or [], benchmarks=args.benchmark or [], batch_size=args.batch_size)
+    check_names(eval_config)
+    model = ModelConfig(backbone=args.model, pooling=args.pooling, instructions=not args.no_instructions,
+                        query_max_length=args.max_length, passage_max_length=args.max_length)
+    if args.dry_run:
+        tasks = resolve_tasks(eval_config)
+        print(f"model {args.model}: {len(tasks)} task(s)")
+        print(tasks_text({n: (t, str(t.metadata.dataset.get("revision"))) for n, t in tasks.items()}))
+        return 0
+    from harness.evaluate.baseline import evaluate_baseline
+    from harness.report.leaderboard import write_leaderboard
+
+    out = evaluate_baseline(args.model, model, eval_config, Path(args.results), show_progress=not args.no_progress)
+    print(f"baseline written to {out}")
+    if not args.no_leaderboard:
+        print(f"leaderboard regenerated: {write_leaderboard(Path(args.results), Path(args.leaderboard))}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.report.compare import write_comparison
+    from harness.report.report import write_report
 
     folder = Path(args.results_dir)
     if not folder.is_dir():
         raise HarnessError(f"{folder}: no such results folder (expected results/<recipe>)")
-    table, path = write_comparison(folder)
-    print(f"{table}\n\nwritten to {path}")
+    print(f"written {write_report(folder)}")
     return 0
 
 
@@ -109,8 +182,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_ablate)
 
-    p = sub.add_parser("report", help="write the comparison report of one recipe's results",
-                       description="Read results/<recipe>/ and write its comparison table (comparison.md).")
+    p = sub.add_parser("train", help="train one variant config (torchrun-aware)",
+                       description="Train one variant config through the cached data and train stages. With "
+                                   "train.nproc > 1 it launches torchrun itself; under torchrun every rank runs it.")
+    p.add_argument("config", help="variant config YAML (a bare config or results/<recipe>/<variant>/config.yaml)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate any model as a baseline row (embedded name, Hub id, folder, random)",
+                       description="Evaluate MODEL (minilm, tiny-qwen2, a Hub id such as Qwen/Qwen2-0.5B, a local "
+                                   "folder, or 'random' for mteb's baseline-random-encoder) on tasks or mteb "
+                                   "benchmarks; write results/baselines/<model>/ and regenerate the leaderboard.")
+    p.add_argument("model", help="model spec")
+    p.add_argument("--benchmark", action="append", help='mteb benchmark name, repeatable: "MTEB(eng, v2)", AfriMTEB-Lite, …')
+    p.add_argument("--tasks", nargs="+", help="harness or mteb task names")
+    p.add_argument("--pooling", default="mean", choices=["mean", "last_token", "cls"], help="pooling (default mean)")
+    p.add_argument("--no-instructions", action="store_true", help="do not prepend KaLM's query instructions")
+    p.add_argument("--max-length", type=int, default=256, help="max tokens per text (default 256)")
+    p.add_argument("--batch-size", type=int, default=64, help="encoding batch size")
+    p.add_argument("--dry-run", action="store_true", help="list the tasks (type, languages, where the data lives); run nothing")
+    p.add_argument("--results", default=os.environ.get("HARNESS_RESULTS", "results"), help="results root")
+    p.add_argument("--leaderboard", default="leaderboard.md", help="leaderboard file to regenerate")
+    p.add_argument("--no-leaderboard", action="store_true", help="do not regenerate the leaderboard")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("report", help="write the significance report and plots of one recipe's results",
+                       description="Read results/<recipe>/ and write report.md (tables, paired tests with CIs, "
+                                   "Holm correction, per-language breakdown) and plots/*.png.")
     p.add_argument("results_dir", help="a recipe's results folder, e.g. results/quickstart")
     p.set_defaults(func=cmd_report)
 

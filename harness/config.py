@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 KALM_INSTRUCTION_TEMPLATE = "Instruct: {instruction} \n Query: "
 
@@ -67,29 +67,64 @@ class DataConfig(_Strict):
         return self
 
 
+class LoraConfig(_Strict):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+class MatryoshkaConfig(_Strict):
+    """Nested embedding sizes trained jointly (KaLM: 896/512/256/128/64, weights 1/.3/.2/.1/.1)."""
+
+    dims: list[int] = Field(min_length=1)
+    weights: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _same_length(self) -> MatryoshkaConfig:
+        if self.weights is not None and len(self.weights) != len(self.dims):
+            raise ValueError(f"matryoshka.weights has {len(self.weights)} values for {len(self.dims)} dims")
+        if any(d < 1 for d in self.dims):
+            raise ValueError("matryoshka.dims must be positive")
+        return self
+
+
 class TrainConfig(_Strict):
     steps: int | None = Field(None, ge=1, description="optimizer steps; None = `epochs` over the data")
     epochs: float = Field(1.0, gt=0)
-    batch_size: int = Field(32, ge=2)
+    batch_size: int = Field(32, ge=2, description="per-device batch (KaLM: 48); global = x nproc")
     lr: float = Field(2e-5, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     temperature: float = Field(0.05, gt=0, description="InfoNCE temperature (KaLM: 0.01)")
     grad_clip: float | None = Field(1.0, gt=0)
+    gradient_accumulation: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    homogeneous_ratio: float = Field(
+        0.0, ge=0, le=1, description="semi-homogeneous task batches: share of a batch from one task")
+    matryoshka: MatryoshkaConfig | None = None
+    lora: LoraConfig | None = None
+    bf16: bool = Field(False, description="bf16 autocast")
+    gradient_checkpointing: bool = False
+    grad_cache: bool = Field(False, description="GradCache: large contrastive batches in small memory")
+    grad_cache_chunk: int = Field(16, ge=1, description="texts per forward pass under grad_cache")
+    nproc: int = Field(1, ge=1, description="processes (GPUs) per variant; >1 launches torchrun")
+    checkpoint_every: int | None = Field(None, ge=1, description="save a resumable checkpoint every N steps")
     seed: int = 0
     log_every: int = Field(10, ge=1)
 
 
 class EvalConfig(_Strict):
-    tasks: list[str] = Field(default_factory=lambda: ["HarnessCodeRetrieval", "HarnessCLDRBitextMining"])
+    tasks: list[str] = Field(default_factory=lambda: ["HarnessCodeRetrieval", "HarnessCLDRBitextMining"],
+                             description="harness task names or mteb task names")
+    benchmarks: list[str] = Field(default_factory=list,
+                                  description='mteb benchmark names, e.g. "MTEB(Africa, v1, lite)" / AfriMTEB-Lite')
     batch_size: int = Field(64, ge=1)
 
-    @field_validator("tasks")
-    @classmethod
-    def _non_empty(cls, tasks: list[str]) -> list[str]:
-        if not tasks:
-            raise ValueError("eval.tasks is empty: name at least one task")
-        return tasks
+    @model_validator(mode="after")
+    def _non_empty(self) -> EvalConfig:
+        if not self.tasks and not self.benchmarks:
+            raise ValueError("eval names no tasks and no benchmarks: name at least one")
+        return self
 
 
 class VariantConfig(_Strict):

@@ -15,8 +15,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from harness import atomic
 from harness.backbones import Backbone, load_backbone
 from harness.config import ModelConfig
+from harness.instructions import RETRIEVAL
+
+EMBEDDER_FILE = "harness_embedder.json"
 
 def format_query(text: str, instruction: str | None, template: str) -> str:
     """KaLM's query side: `Instruct: {task} \\n Query: {text}`; documents never get one."""
@@ -51,6 +55,13 @@ class Embedder(torch.nn.Module):
         self.kind = backbone.kind
         self.source = backbone.source
         self.config = config
+        self.bidirectional = self.kind == "decoder" and config.attention == "bidirectional"
+        if self.bidirectional:
+            # KaLM v2: drop the causal mask. Attention modules fall back to their `is_causal`
+            # flag when no mask is passed (sdpa), so clear it too; forward() passes a padding-only mask.
+            for module in self.backbone.modules():
+                if hasattr(module, "is_causal"):
+                    module.is_causal = False
 
     @classmethod
     def from_config(cls, config: ModelConfig, checkpoint: str | Path | None = None) -> Embedder:
@@ -67,8 +78,20 @@ class Embedder(torch.nn.Module):
             list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
         )
 
+    def _attention_mask(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | dict[str, object]:
+        if not self.bidirectional:
+            return mask
+        from transformers.masking_utils import create_bidirectional_mask
+
+        config = self.backbone.config
+        with torch.no_grad():  # only its shape, dtype and device matter to the mask
+            embeds = self.backbone.get_input_embeddings()(input_ids[:, :1]).expand(-1, input_ids.size(1), -1)
+        full = create_bidirectional_mask(config=config, inputs_embeds=embeds, attention_mask=mask)
+        return {kind: full for kind in set(getattr(config, "layer_types", None) or ["full_attention"])}
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        mask = self._attention_mask(batch["input_ids"], batch["attention_mask"])
+        out = self.backbone(input_ids=batch["input_ids"], attention_mask=mask)
         emb = pool(out.last_hidden_state, batch["attention_mask"], self.config.pooling, self.tokenizer.padding_side)
         return F.normalize(emb, dim=-1) if self.config.normalize else emb
 
@@ -98,22 +121,38 @@ class Embedder(torch.nn.Module):
         self.train(was_training)
         return out
 
-    def save(self, path: str | Path) -> None:
-        """Write a Hugging Face + sentence-transformers folder (ST's own module classes)."""
-        from sentence_transformers import SentenceTransformer, models
+    def save(self, path: str | Path, matryoshka_dims: list[int] | None = None) -> None:
+        """Write a Hugging Face + sentence-transformers folder (ST's own module classes).
+
+        The folder also records the harness's embedder settings (`harness_embedder.json`) and
+        KaLM's retrieval query prompt under the name "query". Bidirectional decoders are the one
+        case sentence-transformers cannot reproduce without custom code: it would run them causally.
+        """
+        from sentence_transformers import SentenceTransformer
+
+        try:  # sentence-transformers >= 6 moved the module classes
+            from sentence_transformers.sentence_transformer import modules as models
+        except ImportError:  # pragma: no cover - older releases
+            from sentence_transformers import models  # type: ignore[no-redef]
 
         path = Path(path)
         self.backbone.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
-        transformer = models.Transformer(
-            str(path), max_seq_length=self.config.passage_max_length,
-            tokenizer_args={"padding_side": self.tokenizer.padding_side},
-        )
+        # The tokenizer's padding side travels in its tokenizer_config.json.
+        transformer = models.Transformer(str(path), max_seq_length=self.config.passage_max_length)
         pooling_mode = {"mean": "mean", "last_token": "lasttoken", "cls": "cls"}[self.config.pooling]
         modules: list[torch.nn.Module] = [transformer, models.Pooling(self.dim, pooling_mode=pooling_mode)]
         if self.config.normalize:
             modules.append(models.Normalize())
-        SentenceTransformer(modules=modules, device="cpu").save(str(path))
+        query_prompt = self.config.instruction_template.format(instruction=RETRIEVAL)
+        prompts = {"query": query_prompt, "document": ""} if self.config.instructions else {}
+        SentenceTransformer(modules=modules, device="cpu", prompts=prompts).save(str(path))
+        atomic.write_json(path / EMBEDDER_FILE, {
+            **self.config.model_dump(mode="json"),
+            "base_backbone": self.config.backbone,
+            "matryoshka_dims": matryoshka_dims,
+            "sentence_transformers_exact": not self.bidirectional,
+        })
 
 
 def _chunks(order: np.ndarray, size: int) -> list[np.ndarray]:

@@ -53,12 +53,20 @@ def variant_dir(recipe: Recipe, variant: Variant, results_root: Path) -> Path:
 
 
 def task_revisions(recipe: Recipe) -> dict[str, tuple[Any, str]]:
-    """Build each task named by any variant once: (task object, data revision)."""
-    from harness.evaluate.tasks import get_task
+    """Resolve each task named by any variant once: (task object, data revision)."""
+    from harness.evaluate.resolve import resolve_tasks
 
-    names = sorted({t for v in recipe.variants for t in v.config.eval.tasks})
-    tasks = {name: get_task(name) for name in names}
-    return {name: (task, task.metadata.dataset["revision"]) for name, task in tasks.items()}
+    tasks: dict[str, Any] = {}
+    for variant in recipe.variants:
+        for name, task in resolve_tasks(variant.config.eval).items():
+            tasks.setdefault(name, task)
+    return {name: (task, str(task.metadata.dataset.get("revision"))) for name, task in tasks.items()}
+
+
+def variant_tasks(config: VariantConfig) -> list[str]:
+    from harness.evaluate.resolve import task_names
+
+    return task_names(config.eval)
 
 
 def plan(recipe: Recipe, results_root: Path, tasks: dict[str, tuple[Any, str]]) -> list[RunPlan]:
@@ -69,7 +77,7 @@ def plan(recipe: Recipe, results_root: Path, tasks: dict[str, tuple[Any, str]]) 
             plans.append(RunPlan(
                 recipe=recipe, variant=variant, seed=seed, config=config,
                 data=data_stage(config), train=train_stage(config),
-                evals={t: eval_stage(config, t, tasks[t][1]) for t in config.eval.tasks},
+                evals={t: eval_stage(config, t, tasks[t][1]) for t in variant_tasks(config)},
                 results_root=results_root,
             ))
     return plans
@@ -82,13 +90,9 @@ def run_data(p: RunPlan, log: Any) -> None:
     if p.data.done():
         log(f"  data   {p.data.hash}  cached")
         return
-    from harness.data.mix import build_mix
-    from harness.data.rows import write_jsonl_text
+    from harness.train.stage import build_data
 
-    rows, card = build_mix(p.config.data)
-    with atomic.staged_dir(p.data.dir) as tmp:
-        atomic.write_text(tmp / "rows.jsonl", write_jsonl_text(rows))
-        atomic.write_json(tmp / "card.json", card)
+    card = build_data(p.config)
     log(f"  data   {p.data.hash}  built: {card['rows']} rows from {len(card['sources'])} source(s)")
 
 
@@ -96,38 +100,29 @@ def run_train(p: RunPlan, log: Any, show_progress: bool) -> None:
     if p.train.done():
         log(f"  train  {p.train.hash}  cached")
         return
-    from harness.data.rows import load_rows
-    from harness.train.loop import train
+    from harness.train.stage import launch_torchrun, run_train_stage
 
-    rows = load_rows(p.data.dir / "rows.jsonl")
-    with atomic.staged_dir(p.train.dir) as tmp:
-        train_log, summary = train(p.config, rows, tmp / "model", show_progress=show_progress)
-        atomic.write_text(tmp / "log.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in train_log))
-        atomic.write_json(tmp / "summary.json", summary)
+    if p.config.train.nproc > 1:
+        summary = launch_torchrun(p.config, show_progress=show_progress)
+    else:
+        summary = run_train_stage(p.config, show_progress=show_progress)
+    resumed = f", resumed from step {summary['resumed_from']}" if summary.get("resumed_from") else ""
     log(f"  train  {p.train.hash}  trained: {summary['steps']} steps, final loss {summary['final_loss']}, "
-        f"{summary['train_seconds']} s")
+        f"{summary['train_seconds']} s{resumed}")
 
 
 def run_eval(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any, show_progress: bool) -> None:
-    missing = [t for t, s in p.evals.items() if not s.done()]
-    for t in p.evals:
-        if t not in missing:
-            log(f"  eval   {p.evals[t].hash}  {t} cached")
-    if not missing:
-        return
-    from harness.evaluate.encoder import HarnessEncoder
-    from harness.evaluate.run import evaluate
-    from harness.model import Embedder
+    from harness.evaluate.cached import run_cached_eval
 
-    embedder = Embedder.from_config(p.config.model, checkpoint=p.train.dir / "model")
-    encoder = HarnessEncoder(embedder, name=p.model_name, revision=p.train.hash,
-                             batch_size=p.config.eval.batch_size, show_progress=show_progress)
-    scores, units = evaluate(encoder, [tasks[t][0] for t in missing])
-    for t in missing:
-        with atomic.staged_dir(p.evals[t].dir) as tmp:
-            atomic.write_json(tmp / "scores.json", scores[t])
-            atomic.write_parquet(tmp / "units.parquet", units[units["task"] == t].reset_index(drop=True))
-        log(f"  eval   {p.evals[t].hash}  {t}: {scores[t]['main_metric']} = {scores[t]['main_score']:.4f}")
+    def make_encoder() -> Any:
+        from harness.evaluate.encoder import HarnessEncoder
+        from harness.model import Embedder
+
+        embedder = Embedder.from_config(p.config.model, checkpoint=p.train.dir / "model")
+        return HarnessEncoder(embedder, name=p.model_name, revision=p.train.hash,
+                              batch_size=p.config.eval.batch_size, show_progress=show_progress)
+
+    run_cached_eval(make_encoder, {t: tasks[t][0] for t in p.evals}, p.evals, log)
 
 
 def _versions() -> dict[str, str]:

@@ -321,6 +321,19 @@ def load_recipe(path: str | Path) -> Recipe:
         seen_hashes[digest] = name
         variants.append(Variant(name=name, overrides=overrides, config=config, hash=digest))
 
+    from harness.evaluate.resolve import check_names
+
+    checked: set[str] = set()
+    for variant in variants:
+        key = repr(variant.config.eval)
+        if key in checked:
+            continue
+        checked.add(key)
+        try:
+            check_names(variant.config.eval)
+        except HarnessError as exc:
+            raise HarnessError(f"{path}: key `eval` (variant {variant.name!r}): {exc}") from None
+
     return Recipe(
         name=recipe_file.name or path.stem,
         path=path,

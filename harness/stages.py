@@ -43,7 +43,8 @@ def train_stage(config: VariantConfig) -> Stage:
     return Stage("train", {
         "data": data_stage(config).hash,
         "model": config.model.model_dump(mode="json"),
-        "train": config.train.model_dump(mode="json"),
+        # how often we log or checkpoint changes no weight: not part of the key
+        "train": config.train.model_dump(mode="json", exclude={"log_every", "checkpoint_every"}),
     })
 
 

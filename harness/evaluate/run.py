@@ -42,7 +42,7 @@ def evaluate(encoder: HarnessEncoder, tasks: list[Any]) -> tuple[dict[str, Any],
     with tempfile.TemporaryDirectory(prefix="harness-pred-") as pred_dir:
         result = mteb.evaluate(
             encoder, tasks, cache=mteb.ResultCache(cache_root() / "mteb"), overwrite_strategy="always",
-            prediction_folder=pred_dir, show_progress_bar=encoder.show_progress,
+            prediction_folder=pred_dir, show_progress_bar=getattr(encoder, "show_progress", True),
         )
         by_name = {t.metadata.name: t for t in tasks}
         for task_result in result.task_results:

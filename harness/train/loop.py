@@ -1,11 +1,16 @@
 """The training recipe, one linear function: set up, loop, save (torchtune style).
 
-Seeded end to end (init is the backbone's, batch order and positive choice come from
-`train.seed`), so two CPU runs with the same config give the same weights.
+KaLM's fine-tuning: InfoNCE with temperature over in-batch negatives gathered across ranks
+plus each row's hard negatives, optional Matryoshka, AdamW with linear warm-up and decay,
+gradient clipping and accumulation, full or LoRA, bf16 autocast, gradient checkpointing and
+GradCache. Seeded end to end: batch order (semi-homogeneous sampler) and the positive picked
+for each row are pure functions of (seed, step), so a resumed run ends where an
+uninterrupted one does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -17,84 +22,171 @@ from tqdm.auto import tqdm
 
 from harness.config import VariantConfig
 from harness.data.rows import TrainRow
+from harness.data.sampler import SemiHomogeneousBatchSampler
+from harness.errors import HarnessError
 from harness.model import Embedder, format_query
-from harness.train.loss import info_nce
+from harness.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from harness.train.distributed import World, average_gradients, gather_with_grad, mean_over_ranks
+from harness.train.gradcache import cached_backward
+from harness.train.loss import matryoshka_info_nce
 
 
-def planned_steps(config: VariantConfig, n_rows: int) -> int:
-    per_epoch = n_rows // config.train.batch_size
-    if per_epoch == 0:
-        raise ValueError(f"{n_rows} training rows are fewer than one batch of {config.train.batch_size}")
-    return config.train.steps or max(1, math.floor(config.train.epochs * per_epoch))
+def planned_steps(config: VariantConfig, n_rows: int, world_size: int = 1) -> int:
+    tc = config.train
+    global_batch = tc.batch_size * world_size
+    micro_per_epoch = n_rows // global_batch
+    if micro_per_epoch == 0:
+        raise HarnessError(f"{n_rows} training rows are fewer than one global batch of {global_batch} "
+                           f"(train.batch_size x train.nproc)")
+    return tc.steps or max(1, math.floor(tc.epochs * micro_per_epoch / tc.gradient_accumulation))
 
 
-def _batches(n_rows: int, batch_size: int, steps: int, seed: int) -> list[list[int]]:
-    """Shuffled batches epoch after epoch (drop last), until `steps` batches exist."""
+def micro_batches(rows: list[TrainRow], config: VariantConfig, world: World, count: int) -> list[list[int]]:
+    """This rank's first `count` micro-batches, epoch after epoch, from the task-aware sampler."""
+    sampler = SemiHomogeneousBatchSampler(
+        [r.task for r in rows], per_device_batch_size=config.train.batch_size,
+        ratio=config.train.homogeneous_ratio, seed=config.train.seed, rank=world.rank, world_size=world.size)
     out: list[list[int]] = []
     epoch = 0
-    while len(out) < steps:
-        order = list(range(n_rows))
-        random.Random(f"{seed}:epoch{epoch}").shuffle(order)
-        out.extend(order[i : i + batch_size] for i in range(0, n_rows - batch_size + 1, batch_size))
+    while len(out) < count:
+        sampler.set_epoch(epoch)
+        out.extend(list(batch) for batch in sampler)
         epoch += 1
-    return out[:steps]
+    return out[:count]
 
 
-def _linear_warmup_decay(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return max(0.0, (total - step) / max(1, total - warmup))
+def _lr_lambda(warmup: int, total: int) -> Any:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def _texts(rows: list[TrainRow], idx: list[int], config: VariantConfig, micro_step: int) -> tuple[list[str], list[str], list[int]]:
+    mc, seed = config.model, config.train.seed
+    queries, passages, targets = [], [], []
+    for i in idx:
+        row = rows[i]
+        queries.append(format_query(row.query, row.instruction if mc.instructions else None, mc.instruction_template))
+        targets.append(len(passages))
+        passages.append(random.Random(f"{seed}:{micro_step}:{i}").choice(row.pos))
+        passages.extend(row.neg)
+    return queries, passages, targets
+
+
+def _prepare_model(config: VariantConfig) -> Embedder:
+    tc = config.train
+    model = Embedder.from_config(config.model)
+    if tc.gradient_checkpointing:
+        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if tc.lora is not None:
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:
+            raise HarnessError("train.lora needs the peft package: pip install peft") from None
+        try:
+            model.backbone = get_peft_model(model.backbone, LoraConfig(
+                r=tc.lora.r, lora_alpha=tc.lora.alpha, lora_dropout=tc.lora.dropout,
+                target_modules=tc.lora.targets))
+        except ValueError as exc:
+            raise HarnessError(f"train.lora.targets {tc.lora.targets}: {exc}") from None
+    return model
 
 
 def train(
-    config: VariantConfig, rows: list[TrainRow], output_dir: Path, *, show_progress: bool = True
+    config: VariantConfig,
+    rows: list[TrainRow],
+    output_dir: Path,
+    *,
+    work_dir: Path | None = None,
+    world: World | None = None,
+    show_progress: bool = True,
+    stop_after: int | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Train one variant on `rows`; save the embedder to `output_dir`. Returns (log, summary)."""
+    """Train one variant; rank 0 saves it to `output_dir`. `work_dir` holds resumable checkpoints.
+
+    Returns (log, summary). `stop_after` ends the loop early (tests of resume), saving nothing.
+    """
+    world = world or World()
     tc, mc = config.train, config.model
-    torch.manual_seed(tc.seed)
-    rng = random.Random(tc.seed)
-    model = Embedder.from_config(mc)
+    torch.manual_seed(tc.seed + world.rank)
+    model = _prepare_model(config)
     model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
 
-    steps = planned_steps(config, len(rows))
+    steps = planned_steps(config, len(rows), world.size)
     warmup = math.ceil(tc.warmup_ratio * steps)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _linear_warmup_decay(s, warmup, steps))
+    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, steps))
+    batches = micro_batches(rows, config, world, steps * tc.gradient_accumulation)
+    dims = tc.matryoshka.dims if tc.matryoshka else None
+    weights = tc.matryoshka.weights if tc.matryoshka else None
+    if dims and max(dims) > model.dim:
+        raise HarnessError(f"train.matryoshka.dims {dims}: the backbone has only {model.dim} dimensions")
 
-    log: list[dict[str, Any]] = []
+    start, log = 0, []
+    if work_dir is not None and (ckpt := latest_checkpoint(work_dir)) is not None:
+        start, log = load_checkpoint(ckpt, model, optimizer, scheduler)
+
+    def loss_fn(q: torch.Tensor, p: torch.Tensor, targets: list[int]) -> torch.Tensor:
+        gathered, mask, offset = gather_with_grad(p, world)
+        target = torch.tensor(targets, device=q.device) + offset
+        return matryoshka_info_nce(q, gathered, target, tc.temperature, dims, weights, mask)
+
+    def embed(texts: list[str], max_length: int) -> torch.Tensor:
+        with autocast:
+            return model.embed(texts, max_length)
+
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    autocast = torch.autocast(device_type, dtype=torch.bfloat16) if tc.bf16 else contextlib.nullcontext()
     started = time.perf_counter()
-    bar = tqdm(_batches(len(rows), tc.batch_size, steps, tc.seed), desc="train", disable=not show_progress)
-    for step, batch_idx in enumerate(bar, start=1):
-        batch = [rows[i] for i in batch_idx]
-        queries = [format_query(r.query, r.instruction if mc.instructions else None, mc.instruction_template)
-                   for r in batch]
-        passages: list[str] = []
-        targets: list[int] = []
-        for row in batch:
-            targets.append(len(passages))
-            passages.append(rng.choice(row.pos))
-            passages.extend(row.neg)
-        q = model.embed(queries, mc.query_max_length)
-        p = model.embed(passages, mc.passage_max_length)
-        loss = info_nce(q, p, torch.tensor(targets), tc.temperature)
+    bar = tqdm(range(start + 1, steps + 1), desc="train", disable=not (show_progress and world.is_main),
+               initial=start, total=steps)
+    for step in bar:
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        losses = []
+        for micro in range((step - 1) * tc.gradient_accumulation, step * tc.gradient_accumulation):
+            queries, passages, targets = _texts(rows, batches[micro], config, micro)
+            if tc.grad_cache:
+                loss = cached_backward(embed, queries, passages, (mc.query_max_length, mc.passage_max_length),
+                                       lambda q, p, t=targets: loss_fn(q, p, t) / tc.gradient_accumulation,
+                                       tc.grad_cache_chunk)
+            else:
+                q = embed(queries, mc.query_max_length).float()
+                p = embed(passages, mc.passage_max_length).float()
+                loss = loss_fn(q, p, targets) / tc.gradient_accumulation
+                loss.backward()
+            losses.append(loss.item())
+        average_gradients(params, world)
         if tc.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
         optimizer.step()
         scheduler.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        step_loss = mean_over_ranks(sum(losses), world)
+        bar.set_postfix(loss=f"{step_loss:.4f}")
         if step % tc.log_every == 0 or step == steps:
-            log.append({"step": step, "loss": round(loss.item(), 6), "lr": scheduler.get_last_lr()[0],
-                        "passages": len(passages)})
+            log.append({"step": step, "loss": round(step_loss, 6), "lr": scheduler.get_last_lr()[0]})
+        if work_dir is not None and tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < steps:
+            if world.is_main:
+                save_checkpoint(work_dir, step, model, optimizer, scheduler, log)
+        if stop_after is not None and step >= stop_after:
+            return log, {"stopped_at": step}
     wall = time.perf_counter() - started
-    model.save(output_dir)
+    if world.is_main:
+        if tc.lora is not None:
+            model.backbone = model.backbone.merge_and_unload()
+        model.save(output_dir, matryoshka_dims=dims)
     summary = {
         "steps": steps,
+        "resumed_from": start,
         "rows": len(rows),
-        "batch_size": tc.batch_size,
+        "global_batch": tc.batch_size * world.size,
+        "processes": world.size,
         "final_loss": log[-1]["loss"] if log else None,
         "train_seconds": round(wall, 2),
-        "examples_per_second": round(steps * tc.batch_size / wall, 2) if wall else None,
+        "examples_per_second": round((steps - start) * tc.gradient_accumulation * tc.batch_size * world.size / wall, 2)
+        if wall else None,
     }
     return log, summary

@@ -1,0 +1,72 @@
+"""`harness eval MODEL`: score any model (embedded name, Hub id, local folder, or mteb's random
+encoder) on tasks or benchmarks, as a baseline row in results/baselines/ and the leaderboard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness import atomic
+from harness.config import EvalConfig, ModelConfig
+from harness.hashing import content_hash
+from harness.stages import Stage
+
+RANDOM_BASELINE = "mteb/baseline-random-encoder"
+RANDOM_ALIASES = {"random", "baseline-random", "baseline-random-encoder", RANDOM_BASELINE}
+BASELINES = "baselines"
+
+
+def model_identity(spec: str, model: ModelConfig) -> dict[str, Any]:
+    """What decides a baseline's embeddings: the spec, its settings, and for a folder its weights."""
+    identity: dict[str, Any] = {"spec": spec, "model": model.model_dump(mode="json")}
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        identity["files"] = {p.name: p.stat().st_size for p in sorted(folder.glob("*.safetensors"))}
+        identity["config"] = (folder / "config.json").read_text(encoding="utf-8") if (folder / "config.json").is_file() else ""
+    return identity
+
+
+def slug(spec: str) -> str:
+    return spec.strip("/").replace("/", "__").replace(" ", "_") or "model"
+
+
+def evaluate_baseline(spec: str, model: ModelConfig, eval_config: EvalConfig, results_root: Path, *,
+                      log: Any = print, show_progress: bool = True) -> Path:
+    from harness.evaluate.cached import run_cached_eval
+    from harness.evaluate.resolve import resolve_tasks
+
+    is_random = spec in RANDOM_ALIASES
+    identity = {"spec": RANDOM_BASELINE} if is_random else model_identity(spec, model)
+    model_hash = content_hash(identity)
+    tasks = resolve_tasks(eval_config)
+    stages = {name: Stage("eval", {"baseline": model_hash, "task": name,
+                                   "revision": str(task.metadata.dataset.get("revision"))})
+              for name, task in tasks.items()}
+
+    def make_encoder() -> Any:
+        if is_random:
+            import mteb
+
+            return mteb.get_model(RANDOM_BASELINE)
+        from harness.evaluate.encoder import HarnessEncoder
+        from harness.model import Embedder
+
+        return HarnessEncoder(Embedder.from_config(model), name=f"harness-baseline/{slug(spec)}", revision=model_hash,
+                              batch_size=eval_config.batch_size, show_progress=show_progress)
+
+    run_cached_eval(make_encoder, tasks, stages, log)
+    name = "random-encoder" if is_random else slug(spec)
+    out = results_root / BASELINES / name
+    atomic.write_text(out / "config.yaml", yaml.safe_dump({
+        "baseline": spec, "model_hash": model_hash, "model": identity.get("model"),
+        "eval": eval_config.model_dump(mode="json")}, sort_keys=True, allow_unicode=True))
+    import pandas as pd
+
+    scores = {t: json.loads((s.dir / "scores.json").read_text(encoding="utf-8")) for t, s in stages.items()}
+    atomic.write_json(out / "seed-0" / "scores.json", {"model_name": spec, "seed": 0, "tasks": scores})
+    frames = [pd.read_parquet(s.dir / "units.parquet") for s in stages.values()]
+    atomic.write_parquet(out / "seed-0" / "units.parquet", pd.concat(frames, ignore_index=True))
+    return out

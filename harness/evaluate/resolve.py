@@ -1,0 +1,57 @@
+"""Turn a variant's `eval` section into task objects: harness tasks, mteb tasks, mteb benchmarks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.config import EvalConfig
+
+
+def is_local(task: Any) -> bool:
+    """Harness-built tasks carry their data in memory; mteb's own tasks live on the Hub."""
+    return str(task.metadata.dataset.get("path", "")).startswith("harness/")
+
+
+def resolve_tasks(config: EvalConfig) -> dict[str, Any]:
+    """Task name -> task object, in a stable order: named tasks first, then benchmark tasks."""
+    from harness.evaluate.tasks import REGISTRY, get_task
+
+    tasks: dict[str, Any] = {}
+    for name in config.tasks:
+        if name in REGISTRY:
+            tasks[name] = get_task(name)
+        else:
+            from harness.evaluate.benchmarks import get_mteb_task
+
+            tasks[name] = get_mteb_task(name)
+    for bench_name in config.benchmarks:
+        from harness.evaluate.benchmarks import get_benchmark
+
+        for task in get_benchmark(bench_name).tasks:
+            tasks.setdefault(task.metadata.name, task)
+    return tasks
+
+
+def check_names(config: EvalConfig) -> None:
+    """Validate names against local metadata only (mteb is imported only for non-harness names)."""
+    from harness.evaluate.tasks import REGISTRY
+
+    foreign = [n for n in config.tasks if n not in REGISTRY]
+    if not foreign and not config.benchmarks:
+        return
+    from harness.evaluate.benchmarks import get_benchmark, get_mteb_task
+
+    for name in foreign:
+        get_mteb_task(name)
+    for name in config.benchmarks:
+        get_benchmark(name)
+
+
+def task_names(config: EvalConfig) -> list[str]:
+    """The names `resolve_tasks` would return, without building any task's data."""
+    names = list(dict.fromkeys(config.tasks))
+    for bench_name in config.benchmarks:
+        from harness.evaluate.benchmarks import get_benchmark
+
+        names += [t.metadata.name for t in get_benchmark(bench_name).tasks if t.metadata.name not in names]
+    return names

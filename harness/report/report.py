@@ -1,0 +1,218 @@
+"""`results/<recipe>/report.md`: tables, named statistical tests, per-language breakdown, plots.
+
+Reads only results/ files, so a report can be regenerated anywhere from a copy of them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from tabulate import tabulate
+
+from harness import atomic
+from harness.errors import HarnessError
+from harness.recipe import CONTROL_NAME
+from harness.report import stats
+from harness.report.plots import axis_plot, delta_heatmap
+from harness.report.results import load_scores
+from harness.report.significance import KEYS, compare_recipe, load_recipe_units, unit_metric
+from harness.report.tables import comparison_markdown, variant_task_means
+
+N_RESAMPLES = 2000
+
+
+def _fmt(value: float, digits: int = 2, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _p(value: float) -> str:
+    if value is None or math.isnan(value):
+        return "–"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _md(rows: list[list[Any]], headers: list[str]) -> str:
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _variant_overrides(recipe_dir: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for path in sorted(recipe_dir.glob("*/config.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        out[path.parent.name] = {"overrides": data.get("overrides") or {}, "config": data.get("config") or {}}
+    return out
+
+
+def _base_value(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _unit_means(units: dict[tuple[str, int], pd.DataFrame], scores: pd.DataFrame) -> pd.DataFrame:
+    """Per variant and task: mean of the task's per-unit metric (seed-averaged) with a bootstrap CI."""
+    meta = scores.drop_duplicates("task").set_index("task")
+    rows = []
+    for variant in sorted(scores["variant"].unique()):
+        frames = [f for (v, _), f in sorted(units.items()) if v == variant]
+        if not frames:
+            continue
+        for task in sorted(scores["task"].unique()):
+            pick = unit_metric(meta.at[task, "type"], meta.at[task, "main_metric"], set(frames[0]["metric"]))
+            if pick is None or pick[1] != "mean":
+                continue
+            per_seed = [f[(f.task == task) & (f.metric == pick[0])].set_index(KEYS)["value"] for f in frames]
+            values = pd.concat(per_seed, axis=1).mean(axis=1).to_numpy(dtype=float)
+            if len(values) == 0:
+                continue
+            ci = stats.paired_bootstrap_ci(np.zeros_like(values), values, n_resamples=N_RESAMPLES)
+            rows.append((variant, task, pick[0], 100 * ci.estimate, 100 * ci.low, 100 * ci.high))
+    return pd.DataFrame(rows, columns=["variant", "task", "metric", "score", "low", "high"])
+
+
+def _per_language(recipe_dir: Path, order: list[str]) -> list[str]:
+    """Subset (language pair) scores for multilingual tasks, mean over seeds."""
+    import json
+
+    records = []
+    for path in sorted(recipe_dir.glob("*/seed-*/scores.json")):
+        variant = path.parent.parent.name
+        for task, s in json.loads(path.read_text(encoding="utf-8"))["tasks"].items():
+            if len(s["subsets"]) > 1:
+                for subset, values in s["subsets"].items():
+                    records.append((task, variant, subset, 100 * values["main_score"]))
+    if not records:
+        return []
+    frame = pd.DataFrame(records, columns=["task", "variant", "subset", "score"])
+    lines = ["## Per-language breakdown", ""]
+    for task, part in frame.groupby("task", sort=True):
+        table = part.pivot_table(index="variant", columns="subset", values="score", aggfunc="mean")
+        table = table.reindex([v for v in order if v in table.index])
+        lines += [f"### {task} (main score x100 per subset)", "",
+                  _md([[v, *(_fmt(x) for x in table.loc[v])] for v in table.index], ["variant", *table.columns]), ""]
+    return lines
+
+
+def build_report(recipe_dir: Path) -> str:
+    scores = load_scores(recipe_dir)
+    if scores.empty:
+        raise HarnessError(f"{recipe_dir}: no scores found (expected <variant>/seed-N/scores.json)")
+    name = recipe_dir.name
+    variants = sorted(scores["variant"].unique())
+    order = ([CONTROL_NAME] if CONTROL_NAME in variants else []) + [v for v in variants if v != CONTROL_NAME]
+    seeds = scores.groupby("variant")["seed"].nunique()
+    comparisons, summary = compare_recipe(recipe_dir, scores, n_resamples=N_RESAMPLES)
+
+    lines = [f"# Report: {name}", "",
+             f"Generated by `python -m harness report {recipe_dir}` from the files in this folder; regenerate "
+             "with the same command. Control: `base`. Scores are main scores x100; Δ = variant − control.", "",
+             f"Variants: {len(variants)}; training seeds per variant: "
+             + ", ".join(f"{v} {int(seeds[v])}" for v in order) + ".", "",
+             "## Scores", "", comparison_markdown(scores), ""]
+
+    task_types = scores.drop_duplicates("task").set_index("task")["type"].to_dict()
+    means = variant_task_means(scores).drop(columns="Mean(Task)")
+    agg = stats.mean_task_type_and_borda(means, task_types)
+    lines += ["## Aggregates (as the MTEB leaderboard)", "",
+              _md([[v, *(_fmt(agg.at[v, c]) if c not in ("Borda count", "Rank (Borda)") else f"{agg.at[v, c]:g}"
+                         for c in agg.columns)] for v in agg.index], ["variant", *agg.columns]), ""]
+
+    if comparisons:
+        lines += ["## Per-task tests: each variant vs the control", "",
+                  "Units are paired by id (query, sentence, pair). `p (Holm)` corrects across the variants of this "
+                  "recipe, separately for each task (the family: every variant-vs-control comparison on that task). "
+                  "Marks: * p<0.05, ** p<0.01, *** p<0.001 after correction. MDE: the smallest difference a "
+                  "two-sided paired test at α=0.05 detects with 80% power on these units.", "",
+                  _md([[c.variant, c.task, c.unit_metric, c.n_units, f"{c.n_seeds[0]}/{c.n_seeds[1]}",
+                        _fmt(100 * c.control), _fmt(100 * c.value), _fmt(100 * c.delta, signed=True),
+                        f"[{_fmt(100 * c.ci_low, signed=True)}, {_fmt(100 * c.ci_high, signed=True)}]",
+                        _p(c.p_value), _p(c.p_holm), stats.significance_mark(c.p_holm), _fmt(100 * c.mde),
+                        "–" if math.isnan(c.seed_spread[0]) else
+                        f"{100 * c.seed_spread[0]:.2f}/{100 * c.seed_spread[1]:.2f}"]
+                       for c in comparisons],
+                      ["variant", "task", "unit metric", "units", "seeds c/v", "control", "variant", "Δ",
+                       "95% CI", "p", "p (Holm)", "sig", "MDE", "seed sd c/v"]), "",
+                  "Tests used: " + "; ".join(sorted({c.test for c in comparisons})) + ".", ""]
+
+    across = summary["across"]
+    if across:
+        lines += ["## Across tasks", "",
+                  "Mean of per-task Δ (main score) with a bootstrap CI over tasks; Wilcoxon signed-rank over "
+                  "tasks; Holm across the variants of this recipe.", "",
+                  _md([[v, s.n_tasks, _fmt(100 * s.mean_delta, signed=True),
+                        f"[{_fmt(100 * s.ci_low, signed=True)}, {_fmt(100 * s.ci_high, signed=True)}]",
+                        _p(s.p_value), _p(summary["holm"].get(v, float("nan"))), f"{s.wins}/{s.ties}/{s.losses}",
+                        " ".join(s.notes) or ""] for v, s in across.items()],
+                      ["variant", "tasks", "mean Δ", "95% CI", "p (Wilcoxon)", "p (Holm)", "W/T/L", "notes"]), ""]
+
+    lines += _per_language(recipe_dir, order)
+    lines += _plots(recipe_dir, scores, order)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _plots(recipe_dir: Path, scores: pd.DataFrame, order: list[str]) -> list[str]:
+    lines = ["## Plots", ""]
+    table = variant_task_means(scores).drop(columns="Mean(Task)")
+    if CONTROL_NAME in table.index and len(table.index) > 1:
+        deltas = (table - table.loc[CONTROL_NAME]).drop(index=CONTROL_NAME)
+        deltas = deltas.reindex([v for v in order if v in deltas.index])
+        delta_heatmap(deltas, recipe_dir / "plots" / "delta_heatmap.png")
+        lines += ["Δ vs base, variant x task:", "", "![Δ heatmap](plots/delta_heatmap.png)", ""]
+    overrides = _variant_overrides(recipe_dir)
+    units = load_recipe_units(recipe_dir)
+    unit_means = _unit_means(units, scores)
+    base_config = overrides.get(CONTROL_NAME, {}).get("config", {})
+    axes = sorted({k for v in overrides.values() for k in v["overrides"]})
+    for axis in axes:
+        arms = [(CONTROL_NAME, _base_value(base_config, axis))]
+        arms += [(v, o["overrides"][axis]) for v, o in sorted(overrides.items())
+                 if list(o["overrides"]) == [axis]]
+        if len(arms) < 2 or unit_means.empty:
+            continue
+        points = unit_means[unit_means.variant.isin([a for a, _ in arms])].copy()
+        labels = {a: ("none" if value is None else str(value)) for a, value in arms}
+        points["value"] = points["variant"].map(labels)
+        points = points.sort_values("value", key=lambda s: s.map(_sort_key))
+        file = recipe_dir / "plots" / f"axis_{axis.replace('/', '_')}.png"
+        axis_plot(axis, points, file)
+        lines += [f"Per-unit metric vs `{axis}` (mean over units, 95% bootstrap CI; other axes at base):", "",
+                  f"![{axis}](plots/{file.name})", ""]
+    return lines
+
+
+def _sort_key(label: str) -> tuple[int, float | str]:
+    try:
+        return (0, float(label))
+    except ValueError:
+        return (1, label)
+
+
+def significance_summary(recipe_dir: Path) -> dict[str, Any]:
+    """What the leaderboard marks: per-task and across-task Holm-corrected p per variant."""
+    scores = load_scores(recipe_dir)
+    comparisons, summary = compare_recipe(recipe_dir, scores, n_resamples=N_RESAMPLES)
+    out: dict[str, Any] = {}
+    for c in comparisons:
+        out.setdefault(c.variant, {"tasks": {}})["tasks"][c.task] = {
+            "delta": round(c.delta, 6), "p": round(c.p_value, 6), "p_holm": round(c.p_holm, 6), "test": c.test}
+    for variant, s in summary["across"].items():
+        out.setdefault(variant, {"tasks": {}})["across"] = {
+            "mean_delta": round(s.mean_delta, 6), "p": None if math.isnan(s.p_value) else round(s.p_value, 6),
+            "p_holm": summary["holm"].get(variant), "test": s.p_test}
+    return out
+
+
+def write_report(recipe_dir: Path) -> Path:
+    """Write report.md (and significance.json, which the leaderboard reads for its marks)."""
+    atomic.write_json(recipe_dir / "significance.json", significance_summary(recipe_dir))
+    return atomic.write_text(recipe_dir / "report.md", build_report(recipe_dir))

@@ -1,0 +1,94 @@
+"""Data parallelism under torchrun: process group setup, gathering with gradients, gradient sync.
+
+Gradients are averaged with one flattened all-reduce after backward instead of wrapping the
+model in DDP: GradCache runs several backward passes per step, and an explicit reduction keeps
+every mode (plain, accumulation, GradCache) on one correct path. The result equals DDP's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def init_from_env() -> World:
+    """Join the process group torchrun describes (NCCL on GPU, gloo on CPU); one process otherwise."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return World()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local_rank)
+
+
+def gather_with_grad(tensor: torch.Tensor, world: World) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """All ranks' rows, concatenated in rank order, with gradients flowing back to their owners.
+
+    Ranks may hold different row counts (rows carry different numbers of hard negatives): rows
+    are padded to the largest count and a mask marks the real ones. Returns (rows, mask, offset
+    of this rank's first row).
+    """
+    n = tensor.size(0)
+    if not world.distributed:
+        return tensor, torch.ones(n, dtype=torch.bool, device=tensor.device), 0
+    from torch.distributed.nn.functional import all_gather
+
+    counts = [torch.zeros((), dtype=torch.long, device=tensor.device) for _ in range(world.size)]
+    dist.all_gather(counts, torch.tensor(n, device=tensor.device))
+    sizes = [int(c) for c in counts]
+    biggest = max(sizes)
+    padded = torch.cat([tensor, tensor.new_zeros(biggest - n, *tensor.shape[1:])]) if n < biggest else tensor
+    pieces = all_gather(padded)  # autograd-aware: backward sends each rank the gradient of its rows
+    mask = torch.zeros(world.size * biggest, dtype=torch.bool, device=tensor.device)
+    for r, size in enumerate(sizes):
+        mask[r * biggest : r * biggest + size] = True
+    return torch.cat(pieces), mask, world.rank * biggest
+
+
+def average_gradients(parameters: list[torch.nn.Parameter], world: World) -> None:
+    if not world.distributed:
+        return
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    flat = torch._utils._flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat /= world.size
+    for grad, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads), strict=True):
+        grad.copy_(synced)
+
+
+def mean_over_ranks(value: float, world: World) -> float:
+    """The global mean of a per-rank scalar (each rank's loss is the mean over its own queries)."""
+    if not world.distributed:
+        return value
+    tensor = torch.tensor(value, dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return float(tensor) / world.size
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()

@@ -1,0 +1,88 @@
+"""The train stage: one variant config -> a cached checkpoint folder, on one or many processes.
+
+Called in-process by `ablate` for single-process variants, and by `python -m harness train`
+(every rank) when a variant asks for `train.nproc > 1`, under torchrun.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness import atomic
+from harness.config import VariantConfig
+from harness.errors import HarnessError
+from harness.stages import Stage, data_stage, train_stage
+
+
+def build_data(config: VariantConfig) -> dict[str, Any]:
+    """Data stage (idempotent): the training table and its card, cached by the data hash."""
+    stage = data_stage(config)
+    if not stage.done():
+        from harness.data.mix import build_mix
+        from harness.data.rows import write_jsonl_text
+
+        rows, card = build_mix(config.data)
+        with atomic.staged_dir(stage.dir) as tmp:
+            atomic.write_text(tmp / "rows.jsonl", write_jsonl_text(rows))
+            atomic.write_json(tmp / "card.json", card)
+        return {"built": True, **card}
+    return {"built": False, **json.loads((stage.dir / "card.json").read_text(encoding="utf-8"))}
+
+
+def work_dir(stage: Stage) -> Path:
+    """Where a running train stage keeps resumable checkpoints (beside its final folder)."""
+    return stage.dir.with_name(stage.hash + ".partial")
+
+
+def run_train_stage(config: VariantConfig, *, show_progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) the variant in this process group; rank 0 publishes the stage folder."""
+    from harness.data.rows import load_rows
+    from harness.train.distributed import barrier, init_from_env
+    from harness.train.loop import train
+
+    world = init_from_env()
+    stage = train_stage(config)
+    if stage.done():
+        return json.loads((stage.dir / "summary.json").read_text(encoding="utf-8"))
+    if world.is_main:
+        build_data(config)
+    barrier(world)
+    rows = load_rows(data_stage(config).dir / "rows.jsonl")
+    work = work_dir(stage)
+    work.mkdir(parents=True, exist_ok=True)
+    if world.is_main:
+        with atomic.staged_dir(stage.dir) as tmp:
+            log, summary = train(config, rows, tmp / "model", work_dir=work, world=world, show_progress=show_progress)
+            atomic.write_text(tmp / "log.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in log))
+            atomic.write_json(tmp / "summary.json", summary)
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        _, summary = train(config, rows, Path(os.devnull), work_dir=work, world=world, show_progress=False)
+    barrier(world)
+    return summary
+
+
+def launch_torchrun(config: VariantConfig, *, show_progress: bool = True) -> dict[str, Any]:
+    """Run the train stage under `torchrun --nproc_per_node N` (torch's own launcher) and wait."""
+    stage = train_stage(config)
+    with tempfile.TemporaryDirectory(prefix="harness-torchrun-") as tmp:
+        cfg_path = Path(tmp) / "variant.yaml"
+        cfg_path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=True), encoding="utf-8")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={config.train.nproc}", "-m", "harness", "train", str(cfg_path)]
+        if not show_progress:
+            cmd.append("--no-progress")
+        result = subprocess.run(cmd, check=False)
+    if result.returncode != 0 or not stage.done():
+        raise HarnessError(f"torchrun training of stage {stage.hash} failed (exit code {result.returncode}); "
+                           f"its checkpoints in {work_dir(stage)} let the next run resume")
+    return json.loads((stage.dir / "summary.json").read_text(encoding="utf-8"))

@@ -1,0 +1,276 @@
+"""harness.report.stats checked against independent computations (scipy, plain numpy, enumeration)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from harness.report import stats
+
+
+def _pair(n: int, shift: float, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    control = rng.uniform(0, 1, n)
+    return control, control + shift + rng.normal(0, noise, n)
+
+
+# ---------------------------------------------------------------- paired bootstrap
+
+
+def test_paired_bootstrap_matches_direct_numpy_resampling() -> None:
+    control, variant = _pair(57, 0.03, 0.1, seed=3)
+    got = stats.paired_bootstrap_ci(control, variant, n_resamples=2000, confidence=0.9, seed=11)
+
+    # Independent computation: the documented draw, both arrays indexed with the same rows.
+    idx = np.random.default_rng(11).integers(0, 57, size=(2000, 57))
+    boot = variant[idx].mean(axis=1) - control[idx].mean(axis=1)
+    assert got.estimate == pytest.approx(variant.mean() - control.mean())
+    assert (got.low, got.high) == pytest.approx(tuple(np.quantile(boot, [0.05, 0.95])), abs=1e-12)
+    assert got.confidence == 0.9 and got.test == "paired bootstrap (percentile, 2000 resamples)"
+
+
+def test_paired_bootstrap_agrees_with_scipy_bootstrap() -> None:
+    control, variant = _pair(200, 0.02, 0.1, seed=4)
+    got = stats.paired_bootstrap_ci(control, variant, n_resamples=10_000, seed=0)
+    ref = sps.bootstrap((control, variant), lambda x, y, axis: np.mean(y - x, axis=axis), paired=True,
+                        vectorized=True, method="percentile", n_resamples=10_000,
+                        rng=np.random.default_rng(123)).confidence_interval
+    width = ref.high - ref.low
+    # Different random draws: agreement within Monte-Carlo error (a few % of the CI width).
+    assert got.low == pytest.approx(ref.low, abs=0.05 * width)
+    assert got.high == pytest.approx(ref.high, abs=0.05 * width)
+
+
+# ---------------------------------------------------------------- randomisation test
+
+
+def test_permutation_test_exact_matches_enumeration_of_all_sign_flips() -> None:
+    control, variant = _pair(12, 0.05, 0.1, seed=5)
+    diffs = variant - control
+    observed = abs(diffs.mean())
+    flips = np.array(list(itertools.product([1.0, -1.0], repeat=12)))
+    null = np.abs((flips * diffs).mean(axis=1))
+    expected = np.mean(null >= observed * (1 - 1e-12))
+
+    got = stats.paired_permutation_test(control, variant, n_resamples=100, seed=0)
+    assert got.exact and got.n_resamples == 4096
+    assert got.p_value == pytest.approx(expected, abs=1e-12)
+    assert "exact" in got.test and "sign-flip" in got.test
+    assert 0.0 < got.p_value < 1.0  # the data were chosen so the check is not trivial
+
+
+def test_permutation_test_monte_carlo_matches_scipy() -> None:
+    control, variant = _pair(60, 0.015, 0.1, seed=6)
+    got = stats.paired_permutation_test(control, variant, n_resamples=10_000, seed=1)
+    ref = sps.permutation_test((control, variant), lambda x, y, axis: np.mean(y - x, axis=axis),
+                               permutation_type="samples", vectorized=True, n_resamples=10_000,
+                               rng=np.random.default_rng(999))
+    assert not got.exact and got.test == "paired randomisation test (sign-flip, 10000 resamples)"
+    assert 0.05 < ref.pvalue < 0.9  # an informative p, not a saturated one
+    assert got.p_value == pytest.approx(ref.pvalue, abs=0.02)
+
+
+def test_identical_systems_are_not_different() -> None:
+    control, _ = _pair(300, 0.0, 0.1, seed=7)
+    result = stats.compare_units(control, control.copy(), n_resamples=2000)
+    assert result.p_value >= 0.9
+    assert result.ci_low <= 0 <= result.ci_high
+    assert result.delta == 0
+
+
+def test_clearly_better_variant_is_detected() -> None:
+    control, variant = _pair(300, 0.2, 0.1, seed=8)
+    result = stats.compare_units(control, variant, n_resamples=10_000)
+    assert result.p_value < 0.001
+    assert result.ci_low > 0
+    assert result.delta == pytest.approx(0.2, abs=0.03)
+    assert result.n_units == 300
+    assert "bootstrap" in result.ci_test and "randomisation" in result.p_test
+
+
+def test_length_mismatch_and_nan_raise() -> None:
+    with pytest.raises(ValueError, match="10 units but variant has 9"):
+        stats.paired_bootstrap_ci(np.zeros(10), np.zeros(9))
+    with pytest.raises(ValueError, match="unit index"):
+        stats.paired_permutation_test([0.1, np.nan, 0.3], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="gold"):
+        stats.compare_units(np.zeros(5), np.ones(5), kind="spearman")
+
+
+# ---------------------------------------------------------------- correlations (STS)
+
+
+def _sts(n: int, control_noise: float, variant_noise: float, seed: int):
+    rng = np.random.default_rng(seed)
+    gold = rng.uniform(0, 5, n)
+    return gold + rng.normal(0, control_noise, n), gold + rng.normal(0, variant_noise, n), gold
+
+
+def test_correlation_bootstrap_matches_loop_over_scipy_spearmanr() -> None:
+    control, variant, gold = _sts(40, 1.5, 1.0, seed=9)
+    got = stats.correlation_bootstrap(control, variant, gold, method="spearman", n_resamples=300, seed=2)
+
+    idx = np.random.default_rng(2).integers(0, 40, size=(300, 40))
+    boot = np.array([sps.spearmanr(variant[i], gold[i])[0] - sps.spearmanr(control[i], gold[i])[0]
+                     for i in idx])
+    delta, interval, p = got  # unpacks like the (delta, Interval, p) tuple
+    assert delta == pytest.approx(sps.spearmanr(variant, gold)[0] - sps.spearmanr(control, gold)[0])
+    assert (interval.low, interval.high) == pytest.approx(tuple(np.quantile(boot, [0.025, 0.975])), abs=1e-9)
+    two_sided = min(1.0, 2 * min((np.sum(boot <= 0) + 1) / 301, (np.sum(boot >= 0) + 1) / 301))
+    assert p == pytest.approx(two_sided)
+
+
+def test_correlation_bootstrap_identical_and_clearly_better() -> None:
+    control, variant, gold = _sts(200, 2.0, 0.3, seed=10)
+    same = stats.correlation_bootstrap(control, control.copy(), gold, method="pearson", n_resamples=2000)
+    assert same.delta == 0 and same.p_value >= 0.99
+    better = stats.compare_units(control, variant, kind="spearman", gold=gold, n_resamples=2000)
+    assert better.delta > 0.2 and better.p_value < 0.001 and better.ci_low > 0
+    assert "spearman correlation difference" in better.p_test
+    assert better.min_detectable_effect > 0
+
+
+# ---------------------------------------------------------------- seeds
+
+
+def test_seed_variance_makes_the_test_more_cautious() -> None:
+    # Three seeds per arm; each seed shifts every unit's score (a training-seed effect) by up to ±0.05.
+    # The true variant gain (0.02) is small relative to that spread but large relative to query noise.
+    rng = np.random.default_rng(12)
+    units = rng.uniform(0.3, 0.7, 400)
+    seed_shift = {"control": [-0.04, 0.0, 0.05], "variant": [0.05, -0.03, 0.04]}
+    control = [units + s + rng.normal(0, 0.02, 400) for s in seed_shift["control"]]
+    variant = [units + 0.02 + s + rng.normal(0, 0.02, 400) for s in seed_shift["variant"]]
+
+    result = stats.compare_seeds(control, variant, n_resamples=4000)
+    assert result.n_seeds_control == result.n_seeds_variant == 3
+    assert result.control_seed_std == pytest.approx(np.std([c.mean() for c in control], ddof=1))
+    assert result.query_noise_only.p_value < 0.01  # query noise alone calls it significant
+    assert result.p_value > 0.1  # with seed variance it is not
+    assert result.p_value > result.query_noise_only.p_value
+    assert result.ci_low < 0 < result.ci_high
+    assert "two-level bootstrap" in result.test
+    assert result.delta == pytest.approx(np.mean(variant) - np.mean(control))
+
+
+def test_seed_bootstrap_still_detects_a_large_gain() -> None:
+    rng = np.random.default_rng(13)
+    units = rng.uniform(0.3, 0.7, 300)
+    control = [units + rng.normal(0, 0.005) + rng.normal(0, 0.05, 300) for _ in range(3)]
+    variant = [units + 0.1 + rng.normal(0, 0.005) + rng.normal(0, 0.05, 300) for _ in range(3)]
+    result = stats.compare_seeds(control, variant, n_resamples=2000)
+    assert result.p_value < 0.01 and result.ci_low > 0
+
+
+def test_one_seed_per_arm_falls_back_and_says_so() -> None:
+    control, variant = _pair(100, 0.05, 0.1, seed=14)
+    result = stats.compare_seeds([control], [variant], n_resamples=1000)
+    direct = stats.compare_units(control, variant, n_resamples=1000)
+    assert result.p_value == direct.p_value and result.ci_low == direct.ci_low
+    assert "one seed per arm" in result.test
+    assert math.isnan(result.control_seed_std)
+    with pytest.raises(ValueError, match="different numbers of units"):
+        stats.compare_seeds([control, control[:-1]], [variant, variant])
+
+
+# ---------------------------------------------------------------- across tasks, Holm, MDE, marks
+
+
+def test_across_tasks_matches_scipy_wilcoxon_and_counts() -> None:
+    deltas = {"A": 0.012, "B": -0.004, "C": 0.03, "D": 0.0, "E": 0.021, "F": 0.008, "G": -0.001,
+              "H": 0.017}
+    result = stats.across_tasks(deltas, n_resamples=2000)
+    nonzero = [d for d in deltas.values() if d != 0]
+    ref = sps.wilcoxon(list(deltas.values()))
+    assert result.p_value == pytest.approx(ref.pvalue)
+    assert result.wilcoxon_statistic == pytest.approx(ref.statistic)
+    assert sps.wilcoxon(nonzero).pvalue == pytest.approx(ref.pvalue)  # zero is dropped by both
+    assert (result.wins, result.ties, result.losses) == (5, 1, 2)
+    assert result.mean_delta == pytest.approx(np.mean(list(deltas.values())))
+    assert result.ci_low < result.mean_delta < result.ci_high
+    assert result.p_test.startswith("Wilcoxon signed-rank")
+
+
+def test_across_tasks_degenerate_cases() -> None:
+    all_ties = stats.across_tasks({"A": 0.0, "B": 1e-12}, n_resamples=200)
+    assert all_ties.p_value == 1.0 and all_ties.ties == 2 and any("tie" in n for n in all_ties.notes)
+    single = stats.across_tasks({"A": 0.1}, n_resamples=200)
+    assert math.isnan(single.p_value) and any("fewer than 2" in n for n in single.notes)
+    few = stats.across_tasks({"A": 0.1, "B": 0.2, "C": 0.3}, n_resamples=200)
+    assert few.p_value == pytest.approx(0.25) and any("cannot reach 0.05" in n for n in few.notes)
+    with pytest.raises(ValueError, match="'B'"):
+        stats.across_tasks({"A": 0.1, "B": float("nan")})
+
+
+def test_holm_hand_computed() -> None:
+    adjusted = stats.holm({"a": 0.01, "b": 0.04, "c": 0.03})
+    assert adjusted == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06})
+    assert stats.holm({"x": 0.2, "y": 0.6}) == pytest.approx({"x": 0.4, "y": 0.6})
+    assert stats.holm({"x": 0.5, "y": 0.9}) == pytest.approx({"x": 1.0, "y": 1.0})  # capped at 1
+    with pytest.raises(ValueError, match="'y'"):
+        stats.holm({"x": 0.5, "y": float("nan")})
+
+
+def test_min_detectable_effect_formula() -> None:
+    control = np.array([0.1, 0.4, 0.35, 0.8, 0.5, 0.55, 0.2, 0.9])
+    variant = np.array([0.15, 0.38, 0.5, 0.82, 0.61, 0.5, 0.3, 0.95])
+    diffs = variant - control
+    expected = (sps.norm.ppf(0.975) + sps.norm.ppf(0.8)) * diffs.std(ddof=1) / np.sqrt(8)
+    assert expected == pytest.approx(2.8016 * diffs.std(ddof=1) / np.sqrt(8), rel=1e-4)
+    assert stats.min_detectable_effect(diffs) == pytest.approx(expected)
+    assert stats.min_detectable_effect(control, variant) == pytest.approx(expected)
+    stricter = (sps.norm.ppf(0.995) + sps.norm.ppf(0.9)) * diffs.std(ddof=1) / np.sqrt(8)
+    assert stats.min_detectable_effect(diffs, alpha=0.01, power=0.9) == pytest.approx(stricter)
+
+
+def test_significance_mark() -> None:
+    marks = [stats.significance_mark(p) for p in (0.0005, 0.005, 0.03, 0.05, 0.2, float("nan"))]
+    assert marks == ["***", "**", "*", "", "", ""]
+
+
+# ---------------------------------------------------------------- leaderboard aggregates
+
+
+def test_mean_task_type_and_borda_hand_checked() -> None:
+    scores = pd.DataFrame({"T1": [0.5, 0.6, 0.3], "T2": [0.4, 0.4, 0.2], "T3": [0.9, 0.7, 0.8]},
+                          index=["C", "A", "B"])
+    # Rows deliberately not in rank order. Hand computation (3 models, points = 3 - rank):
+    #   T1: A 1st (2), C 2nd (1), B 3rd (0);  T2: C, A tie for 1st (rank 1.5 -> 1.5 each), B (0);
+    #   T3: C 1st (2), B 2nd (1), A 3rd (0).  Borda: C 4.5, A 3.5, B 1.
+    table = stats.mean_task_type_and_borda(scores, {"T1": "Retrieval", "T2": "Retrieval", "T3": "STS"})
+    assert list(table.index) == ["C", "A", "B"]
+    assert table["Borda count"].to_dict() == pytest.approx({"C": 4.5, "A": 3.5, "B": 1.0})
+    assert table["Rank (Borda)"].to_dict() == {"C": 1, "A": 2, "B": 3}
+    assert table["Mean (Task)"].to_dict() == pytest.approx({"C": 0.6, "A": 1.7 / 3, "B": 1.3 / 3})
+    assert table["Retrieval"].to_dict() == pytest.approx({"C": 0.45, "A": 0.5, "B": 0.25})
+    assert table["Mean (TaskType)"].to_dict() == pytest.approx({"C": 0.675, "A": 0.6, "B": 0.525})
+
+
+def test_borda_missing_score_and_tied_counts() -> None:
+    scores = pd.DataFrame({"T1": [0.5, 0.4], "T2": [np.nan, 0.3]}, index=["X", "Y"])
+    table = stats.mean_task_type_and_borda(scores, {"T1": "Retrieval", "T2": "STS"})
+    assert table.loc["X", "Borda count"] == 1 and table.loc["Y", "Borda count"] == 1
+    assert table["Rank (Borda)"].tolist() == [1, 1]  # tied counts share the best rank
+    assert math.isnan(table.loc["X", "Mean (Task)"]) and math.isnan(table.loc["X", "Mean (TaskType)"])
+    with pytest.raises(ValueError, match="T2"):
+        stats.mean_task_type_and_borda(scores, {"T1": "Retrieval"})
+
+
+def test_borda_rank_matches_mteb() -> None:
+    try:
+        import polars as pl
+        from mteb.benchmarks._create_table import _get_borda_rank
+    except ImportError:  # private mteb helper; skip rather than fail if mteb reorganises
+        pytest.skip("mteb's _get_borda_rank is not available")
+    rng = np.random.default_rng(15)
+    scores = pd.DataFrame(rng.choice([0.1, 0.2, 0.3, 0.4], size=(7, 6)),  # coarse values: many ties
+                          columns=[f"T{i}" for i in range(6)], index=[f"m{i}" for i in range(7)])
+    ours = stats.mean_task_type_and_borda(scores, {t: "Retrieval" for t in scores.columns})
+    theirs = pl.from_pandas(scores.reset_index(drop=True)).select(_get_borda_rank(list(scores.columns)))
+    expected = dict(zip(scores.index, theirs.to_series().to_list()))
+    assert ours["Rank (Borda)"].to_dict() == expected

@@ -61,6 +61,13 @@ def write_parquet(path: str | os.PathLike[str], frame: Any) -> Path:
     return path
 
 
+def remove_stale_staging(final: str | os.PathLike[str]) -> None:
+    """Delete temp folders a killed `staged_dir(final)` left behind (one writer per artifact)."""
+    final = Path(final)
+    for stale in final.parent.glob(f".{final.name}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp folder next to `final`; on success it is renamed to `final`.

@@ -138,6 +138,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from harness.config import SynthConfig
+    from harness.data.synth_stage import synthesize_to
+
+    try:
+        config = SynthConfig(backend="openai" if args.base_url else "transformers", model=args.model,
+                             base_url=args.base_url, personas=args.personas, personas_limit=args.personas_limit,
+                             n_examples=args.n, kinds=args.kinds or SynthConfig().kinds, seed=args.seed,
+                             max_tokens=args.max_tokens, temperature=args.temperature)
+    except ValueError as exc:
+        raise HarnessError(f"data synth: {exc}") from None
+    card = synthesize_to(config, Path(args.out), show_progress=not args.no_progress)
+    print(f"rows: {args.out}\ncard: {args.out}.card.json")
+    print({k: card[k] for k in ("requested", "generated", "invalid", "duplicates", "failed") if k in card})
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report.report import write_report
 
@@ -206,6 +223,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-leaderboard", action="store_true", help="do not regenerate the leaderboard")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("data", help="data tools: persona-based synthesis",
+                       description="Data tools. `data synth` generates persona-based synthetic training rows.")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    q = data_sub.add_parser("synth", help="generate persona-based synthetic rows (FlagEmbedding JSON lines)",
+                            description="KaLM's two-step generation: brainstorm a task with a persona as system "
+                                        "prompt, then write a JSON example for it; validated, retried, de-duplicated, "
+                                        "resumable (run the same command again after an interruption).")
+    q.add_argument("--model", required=True, help="Hub id / folder / tiny-qwen2 (local), or the served model name")
+    q.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000 (vLLM, llama.cpp)")
+    q.add_argument("--personas", default="proj-persona/PersonaHub", help="persona file (txt/jsonl) or HF dataset id")
+    q.add_argument("--personas-limit", type=int, help="use at most this many personas")
+    q.add_argument("-n", type=int, default=100, help="examples to generate (default 100)")
+    q.add_argument("--kinds", nargs="+", help="task kinds (default: all six)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--temperature", type=float, default=1.0)
+    q.add_argument("--max-tokens", type=int, default=1024)
+    q.add_argument("--out", required=True, help="output JSON lines file")
+    q.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    q.set_defaults(func=cmd_data_synth)
 
     p = sub.add_parser("report", help="write the significance report and plots of one recipe's results",
                        description="Read results/<recipe>/ and write report.md (tables, paired tests with CIs, "

@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 KALM_INSTRUCTION_TEMPLATE = "Instruct: {instruction} \n Query: "
 
-SourceKind = Literal["stdlib-code", "cldr-bitext", "flag-jsonl"]
+SourceKind = Literal["stdlib-code", "cldr-bitext", "febrl-tuples", "table-columns", "flag-jsonl", "parquet",
+                     "hf-dataset", "synth"]
+PATH_KINDS = {"flag-jsonl", "parquet"}
 
 
 class _Strict(BaseModel):
@@ -34,19 +36,71 @@ class ModelConfig(_Strict):
     trust_remote_code: bool = False
 
 
+class SynthConfig(_Strict):
+    """Persona-based synthetic data (KaLM): an LLM brainstorms a task with a persona as system
+    prompt, then writes a (query, positive, hard negative) example for it."""
+
+    backend: Literal["transformers", "openai"] = "transformers"
+    model: str = Field("Qwen/Qwen2-72B-Instruct", description="Hub id / folder (transformers) or served model name")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint (vLLM, llama.cpp server, ...)")
+    personas: str = Field("proj-persona/PersonaHub", description="persona file (txt / jsonl) or HF dataset id")
+    personas_limit: int | None = Field(None, ge=1)
+    n_examples: int = Field(1000, ge=1)
+    kinds: list[str] = Field(default_factory=lambda: ["short-long", "long-short", "short-short", "long-long",
+                                                      "classification", "sts"])
+    languages: list[str] = Field(default_factory=lambda: ["English"])
+    temperature: float = Field(1.0, ge=0)
+    max_tokens: int = Field(1024, ge=16)
+    max_retries: int = Field(2, ge=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> SynthConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("synth.backend openai needs a base_url")
+        return self
+
+
 class SourceConfig(_Strict):
     kind: SourceKind | None = Field(None, description="builder; defaults to the source's name")
-    path: str | None = Field(None, description="file or folder, for flag-jsonl")
+    path: str | None = Field(None, description="file or folder, for flag-jsonl and parquet")
+    dataset: str | None = Field(None, description="hf-dataset: Hub id or local folder")
+    subset: str | None = Field(None, description="hf-dataset: configuration name")
+    split: str = Field("train", description="hf-dataset: split")
+    task: str | None = Field(None, description="task label for every row (default: per file / subset)")
+    on_error: Literal["fail", "skip"] = Field("fail", description="malformed rows: stop, or skip and count")
+    synth: SynthConfig | None = Field(None, description="kind synth: how to generate the rows")
     weight: float = Field(1.0, ge=0.0, description="share of the mix; 0 drops the source")
     max_rows: int | None = Field(None, ge=1)
     instruction: str | None = Field(None, description="query-side task description; default per kind")
     langs: list[str] | None = Field(None, description="cldr-bitext languages (babel codes)")
 
 
+class FilterConfig(_Strict):
+    """KaLM's ranking-consistency filtering and hard-negative mining, per task, with a teacher."""
+
+    teacher: str = Field("minilm", description="teacher embedder: embedded name, Hub id, local folder")
+    teacher_pooling: Literal["mean", "last_token", "cls"] = "mean"
+    top_k: int | None = Field(50, ge=0, description="drop a row whose positive ranks below this; null = keep all")
+    window: tuple[int, int] = Field((50, 100), description="teacher ranks [lo, hi) to mine negatives from")
+    depth: int = Field(128, ge=1, description="ranks kept by the teacher pass")
+    max_length: int = Field(256, ge=4)
+
+    @model_validator(mode="after")
+    def _window(self) -> FilterConfig:
+        lo, hi = self.window
+        if not 0 <= lo < hi:
+            raise ValueError(f"filter.window {list(self.window)}: need 0 <= lo < hi")
+        if self.depth < hi or (self.top_k is not None and self.depth <= self.top_k):
+            raise ValueError(f"filter.depth {self.depth} must cover window hi {hi} and top_k {self.top_k}")
+        return self
+
+
 class DataConfig(_Strict):
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     total_rows: int | None = Field(None, ge=1, description="rows in the mix; None = every available row")
-    hard_negatives: int = Field(0, ge=0, description="hard negatives kept per row (rows that have them)")
+    hard_negatives: int = Field(0, ge=0, description="hard negatives per row (KaLM: 7); mined when `filter` is set")
+    filter: FilterConfig | None = Field(None, description="ranking-consistency filter + hard-negative mining")
     seed: int = 0
 
     @model_validator(mode="after")
@@ -60,8 +114,12 @@ class DataConfig(_Strict):
                         "because its name is not a builder name"
                     )
                 source.kind = name  # type: ignore[assignment]
-            if source.kind == "flag-jsonl" and not source.path:
-                raise ValueError(f"source {name!r} of kind flag-jsonl needs a 'path'")
+            if source.kind in PATH_KINDS and not source.path:
+                raise ValueError(f"source {name!r} of kind {source.kind} needs a 'path'")
+            if source.kind == "synth" and source.synth is None:
+                raise ValueError(f"source {name!r} of kind synth needs a 'synth' section")
+            if source.kind == "hf-dataset" and not source.dataset:
+                raise ValueError(f"source {name!r} of kind hf-dataset needs a 'dataset' (Hub id or folder)")
         if self.sources and not any(s.weight > 0 for s in self.sources.values()):
             raise ValueError("every source has weight 0: the mix would be empty")
         return self

@@ -49,3 +49,45 @@ def test_malformed_rows_name_file_and_line(tmp_path: Path, line: str, expected: 
 def test_missing_path(tmp_path: Path) -> None:
     with pytest.raises(HarnessError, match="no such file or folder"):
         read_flag_jsonl(tmp_path / "absent")
+
+
+def test_parquet_and_local_hf_dataset_in_sentence_transformers_columns(tmp_path: Path) -> None:
+    import datasets
+    import pandas as pd
+
+    from harness.data.readers import read_hf_dataset, read_parquet
+
+    frame = pd.DataFrame({"anchor": ["q1", "q2"], "positive": ["p1", "p2"], "negative_1": ["n1", "m1"],
+                          "negative_2": ["n2", "m2"]})
+    frame.to_parquet(tmp_path / "pairs.parquet")
+    rows = read_parquet(tmp_path / "pairs.parquet", source="pq")
+    assert [(r.task, r.query, r.pos, r.neg) for r in rows] == [
+        ("pairs", "q1", ["p1"], ["n1", "n2"]), ("pairs", "q2", ["p2"], ["m1", "m2"])]
+
+    flag = datasets.Dataset.from_dict({"query": ["a", "b"], "pos": [["pa"], ["pb"]], "neg": [["na"], []]})
+    datasets.DatasetDict({"train": flag}).save_to_disk(str(tmp_path / "saved"))
+    rows = read_hf_dataset(str(tmp_path / "saved"), split="train", source="hf")
+    assert [(r.task, r.query, r.pos, r.neg) for r in rows] == [("saved", "a", ["pa"], ["na"]), ("saved", "b", ["pb"], [])]
+    with pytest.raises(HarnessError, match="no split 'validation'"):
+        read_hf_dataset(str(tmp_path / "saved"), split="validation")
+
+
+def test_hub_dataset_offline_fails_at_once_with_a_clear_message() -> None:
+    import time
+
+    from harness.data.readers import read_hf_dataset
+
+    started = time.perf_counter()
+    with pytest.raises(HarnessError, match="could not be loaded"):
+        read_hf_dataset("KaLM-Embedding/KaLM-embedding-finetuning-data")
+    assert time.perf_counter() - started < 20
+
+
+def test_skip_mode_counts_malformed_rows(tmp_path: Path) -> None:
+    from harness.data.rows import RowProblems
+
+    path = write(tmp_path / "t.jsonl", _jsonl({"query": "ok", "pos": ["fine"]}) + "{broken\n" + _jsonl({"pos": ["x"]}))
+    problems = RowProblems("skip")
+    rows = read_flag_jsonl(path, problems=problems)
+    assert len(rows) == 1 and problems.count == 2
+    assert f"{path}:2:" in problems.examples[0] and f"{path}:3:" in problems.examples[1]

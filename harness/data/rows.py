@@ -28,57 +28,93 @@ class TrainRow:
         return asdict(self)
 
 
-def _row_from_json(obj: Any, where: str, task: str, source: str) -> TrainRow:
+class RowProblems:
+    """Malformed rows: raise at the first one (`fail`), or count them for the data card (`skip`)."""
+
+    def __init__(self, on_error: str = "fail") -> None:
+        self.on_error = on_error
+        self.count = 0
+        self.examples: list[str] = []
+
+    def report(self, message: str) -> None:
+        if self.on_error != "skip":
+            raise HarnessError(message)
+        self.count += 1
+        if len(self.examples) < 5:
+            self.examples.append(message)
+
+    def card(self) -> dict[str, Any]:
+        return {"malformed_rows_skipped": self.count, "malformed_examples": self.examples}
+
+
+def _texts(value: Any) -> list[str] | None:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return list(value)
+    return None
+
+
+def row_from_record(obj: Any, where: str, task: str, source: str) -> TrainRow:
+    """One training row from a FlagEmbedding record (`query`, `pos`, `neg`) or a
+    sentence-transformers one (`anchor`, `positive`, `negative` / `negative_1`…)."""
     if not isinstance(obj, dict):
         raise HarnessError(f"{where}: a row must be a JSON object, got {type(obj).__name__}")
-    query = obj.get("query")
+    query = obj.get("query", obj.get("anchor"))
     if not isinstance(query, str) or not query.strip():
         raise HarnessError(f"{where}: missing or empty 'query' (a non-empty string)")
-    pos = obj.get("pos")
-    if not isinstance(pos, list) or not pos or not all(isinstance(p, str) and p.strip() for p in pos):
+    pos = _texts(obj.get("pos", obj.get("positive")))
+    if not pos or not all(p.strip() for p in pos):
         raise HarnessError(f"{where}: 'pos' must be a non-empty list of non-empty strings")
-    neg = obj.get("neg", [])
-    if not isinstance(neg, list) or not all(isinstance(n, str) for n in neg):
-        raise HarnessError(f"{where}: 'neg' must be a list of strings")
+    if "neg" in obj:
+        neg = _texts(obj["neg"]) if obj["neg"] is not None else []
+        if neg is None or isinstance(obj["neg"], str):
+            raise HarnessError(f"{where}: 'neg' must be a list of strings")
+    else:
+        keys = sorted((k for k in obj if k == "negative" or k.startswith("negative_")),
+                      key=lambda k: (len(k), k))
+        neg = [t for k in keys for t in (_texts(obj[k]) or [])]
     instruction = obj.get("instruction", obj.get("prompt"))
     if instruction is not None and not isinstance(instruction, str):
         raise HarnessError(f"{where}: 'instruction' must be a string")
-    return TrainRow(query=query, pos=list(pos), neg=list(neg), task=task, instruction=instruction or None,
-                    source=source)
+    return TrainRow(query=query, pos=pos, neg=neg, task=str(obj.get("task") or task),
+                    instruction=instruction or None, source=source)
 
 
-def _read_file(path: Path, task: str, source: str) -> Iterator[TrainRow]:
+def _read_file(path: Path, task: str, source: str, problems: RowProblems) -> Iterator[TrainRow]:
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             where = f"{path}:{line_no}"
             try:
-                obj = json.loads(line)
+                yield row_from_record(json.loads(line), where, task, source)
             except json.JSONDecodeError as exc:
-                raise HarnessError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            yield _row_from_json(obj, where, task, source)
+                problems.report(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
+            except HarnessError as exc:
+                problems.report(str(exc))
 
 
-def read_flag_jsonl(path: str | Path, source: str = "") -> list[TrainRow]:
+def read_flag_jsonl(path: str | Path, source: str = "", problems: RowProblems | None = None) -> list[TrainRow]:
     """Read a FlagEmbedding-style file (one task, named by its stem) or folder.
 
     In a folder, each `*.jsonl` file is a task named by its stem and each sub-folder is a task
     named by the folder, made of all `*.jsonl` files inside it.
     """
+    problems = problems or RowProblems()
     path = Path(path)
     if path.is_file():
-        return list(_read_file(path, path.stem, source))
+        return list(_read_file(path, path.stem, source, problems))
     if not path.is_dir():
         raise HarnessError(f"{path}: no such file or folder (FlagEmbedding JSON lines expected)")
     rows: list[TrainRow] = []
     for child in sorted(path.iterdir()):
         if child.is_file() and child.suffix == ".jsonl":
-            rows.extend(_read_file(child, child.stem, source))
+            rows.extend(_read_file(child, child.stem, source, problems))
         elif child.is_dir():
             for file in sorted(child.rglob("*.jsonl")):
-                rows.extend(_read_file(file, child.name, source))
-    if not rows:
+                rows.extend(_read_file(file, child.name, source, problems))
+    if not rows and not problems.count:
         raise HarnessError(f"{path}: no rows found (expected *.jsonl files or task sub-folders)")
     return rows
 

@@ -9,18 +9,11 @@ from typing import Any
 import pandas as pd
 
 from harness.evaluate.encoder import HarnessEncoder
-from harness.evaluate.units import bitext_units, load_predictions, retrieval_units
+from harness.evaluate.units import load_predictions, units_from_predictions
 from harness.paths import cache_root
 
 # The metrics kept in scores.json besides the main score (the rest stay in mteb's own JSON).
 KEPT_METRICS = ("ndcg_at_10", "recall_at_10", "mrr_at_10", "map_at_10", "accuracy", "f1", "precision", "recall")
-
-
-def _qrels(task: Any) -> dict[str, dict[str, Any]]:
-    if not task.data_loaded:
-        task.load_data()
-    return {subset: {split: data["relevant_docs"] for split, data in splits.items()}
-            for subset, splits in task.dataset.items()}
 
 
 def _task_scores(task_result: Any, main_metric: str) -> dict[str, Any]:
@@ -50,10 +43,9 @@ def evaluate(encoder: HarnessEncoder, tasks: list[Any]) -> tuple[dict[str, Any],
             name, ttype = task.metadata.name, task.metadata.type
             scores[name] = {"type": ttype, "revision": task.metadata.dataset["revision"],
                             **_task_scores(task_result, task.metadata.main_score)}
-            predictions = load_predictions(Path(pred_dir), name)
-            if ttype == "Retrieval":
-                units.append(retrieval_units(name, predictions, _qrels(task)))
-            elif ttype == "BitextMining":
-                units.append(bitext_units(name, predictions))
+            frame, reason = units_from_predictions(task, load_predictions(Path(pred_dir), name), task_result)
+            units.append(frame)
+            if reason:
+                scores[name]["units_missing"] = reason
     frame = pd.concat(units, ignore_index=True) if units else pd.DataFrame()
     return scores, frame

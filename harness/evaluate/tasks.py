@@ -133,8 +133,41 @@ REGISTRY: dict[str, HarnessTask] = {
 }
 
 
+def _table_entries() -> dict[str, HarnessTask]:
+    from harness.data.offline.tables import COLUMN_MATCHING, TUPLE_MATCHING
+    from harness.evaluate.table_tasks import TABLE_TASKS, build_table_task
+
+    described = {
+        "HarnessFEBRLTupleMatching": ("FEBRL4 person records: file A record -> its duplicate in file B "
+                                      "(tuple matching)", TUPLE_MATCHING),
+        "HarnessValentineColumnMatching": ("columns of real tables -> their perturbed copies, Valentine-style "
+                                           "(column matching)", COLUMN_MATCHING),
+    }
+    return {name: HarnessTask(name, "Retrieval", (lambda make=make: build_table_task(make())),
+                              described[name][1], described[name][0])
+            for name, make in TABLE_TASKS.items()}
+
+
+REGISTRY.update(_table_entries())
+# Instructions of tasks built from a user's folder (table-matching format), by task name.
+_FOLDER_INSTRUCTIONS: dict[str, str] = {}
+
+
+def is_task_folder(name: str) -> bool:
+    from pathlib import Path
+
+    return (Path(name).expanduser() / "task.yaml").is_file()
+
+
 def get_task(name: str) -> Any:
-    """Build a harness task by name (mteb benchmark names come in a later stage)."""
+    """Build a harness task by name, or a table-matching task from a folder (docs/table-matching.md)."""
+    if is_task_folder(name):
+        from harness.data.offline.tables import load_table_task
+        from harness.evaluate.table_tasks import build_table_task
+
+        data = load_table_task(name)
+        _FOLDER_INSTRUCTIONS[data.name] = data.instruction
+        return build_table_task(data)
     if name not in REGISTRY:
         raise HarnessError(f"unknown task {name!r}; harness tasks: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name].build()
@@ -142,4 +175,4 @@ def get_task(name: str) -> Any:
 
 def task_instruction(task_name: str) -> str | None:
     entry = REGISTRY.get(task_name)
-    return entry.instruction if entry else None
+    return entry.instruction if entry else _FOLDER_INSTRUCTIONS.get(task_name)

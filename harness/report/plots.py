@@ -41,7 +41,7 @@ def axis_plot(axis: str, points: pd.DataFrame, path: Path) -> Path:
         ax.errorbar(x, frame["score"], yerr=np.nan_to_num(err), marker="o", capsize=4, label=task)
     ax.set_xticks(x, labels)
     ax.set_xlabel(axis)
-    ax.set_ylabel("main score x100 (95% CI)")
+    ax.set_ylabel("per-unit metric x100 (95% CI)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     path = _save(fig, path)
@@ -59,7 +59,8 @@ def delta_heatmap(deltas: pd.DataFrame, path: Path) -> Path:
     ax.set_yticks(range(deltas.shape[0]), deltas.index, fontsize=8)
     for (i, j), value in np.ndenumerate(deltas.to_numpy()):
         if not np.isnan(value):
-            ax.text(j, i, f"{value:+.2f}", ha="center", va="center", fontsize=7)
+            ax.text(j, i, f"{value:+.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if abs(value) > bound / 2 else "black")
     fig.colorbar(image, ax=ax, label="Δ vs base (x100)")
     path = _save(fig, path)
     plt.close(fig)

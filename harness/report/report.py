@@ -152,7 +152,7 @@ def build_report(recipe_dir: Path) -> str:
                   _md([[v, s.n_tasks, _fmt(100 * s.mean_delta, signed=True),
                         f"[{_fmt(100 * s.ci_low, signed=True)}, {_fmt(100 * s.ci_high, signed=True)}]",
                         _p(s.p_value), _p(summary["holm"].get(v, float("nan"))), f"{s.wins}/{s.ties}/{s.losses}",
-                        " ".join(s.notes) or ""] for v, s in across.items()],
+                        "; ".join(s.notes)] for v, s in across.items()],
                       ["variant", "tasks", "mean Δ", "95% CI", "p (Wilcoxon)", "p (Holm)", "W/T/L", "notes"]), ""]
 
     lines += _per_language(recipe_dir, order)

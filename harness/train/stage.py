@@ -60,6 +60,7 @@ def run_train_stage(config: VariantConfig, *, show_progress: bool = True) -> dic
     work = work_dir(stage)
     work.mkdir(parents=True, exist_ok=True)
     if world.is_main:
+        atomic.remove_stale_staging(stage.dir)
         with atomic.staged_dir(stage.dir) as tmp:
             log, summary = train(config, rows, tmp / "model", work_dir=work, world=world, show_progress=show_progress)
             atomic.write_text(tmp / "log.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in log))

@@ -1,0 +1,43 @@
+"""The synthetic-data stage: generate once per synth config into the cache, resumably."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.config import SynthConfig
+from harness.hashing import content_hash
+from harness.paths import cache_root
+
+
+def make_backend(config: SynthConfig) -> Any:
+    from harness.data.synth import OpenAICompatibleBackend, TransformersBackend
+
+    if config.backend == "openai":
+        assert config.base_url is not None
+        return OpenAICompatibleBackend(config.base_url, config.model)
+    return TransformersBackend(config.model)
+
+
+def synthesize_to(config: SynthConfig, out_path: Path, *, show_progress: bool = True) -> dict[str, Any]:
+    """Run generation into `out_path` (resumes from its progress file); returns the card."""
+    from harness.data.synth import load_personas, synthesize
+
+    personas = load_personas(config.personas, limit=config.personas_limit, seed=config.seed)
+    return synthesize(make_backend(config), personas, n_examples=config.n_examples, kinds=config.kinds,
+                      out_path=out_path, seed=config.seed, max_retries=config.max_retries,
+                      show_progress=show_progress, languages=config.languages, temperature=config.temperature,
+                      max_tokens=config.max_tokens, personas_source=config.personas)
+
+
+def synthesize_source(config: SynthConfig, *, show_progress: bool = True) -> Path:
+    """The rows file of a synth source, generated on first use and cached by its config hash.
+
+    An interrupted generation resumes where it stopped on the next run (same path)."""
+    out = cache_root() / "synth" / content_hash(config.model_dump(mode="json")) / "rows.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    card = out.parent / "rows.jsonl.card.json"
+    if not (card.is_file() and json.loads(card.read_text(encoding="utf-8")).get("complete")):
+        synthesize_to(config, out, show_progress=show_progress)
+    return out

@@ -1,0 +1,145 @@
+"""A tiny recipe through ablate -> results -> report -> leaderboard, on real data and real mteb runs.
+
+tiny-qwen2 keeps it fast; the code path is the one Qwen2-0.5B takes (left padding, real Qwen2
+tokenizer). Also: determinism, the cache hit of a second run, and partial re-runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+
+from .conftest import write
+
+TINY = """
+description: tiny end-to-end recipe
+seeds: [0]
+base:
+  model: {backbone: tiny-qwen2, pooling: mean, query_max_length: 32, passage_max_length: 64}
+  data:
+    total_rows: 64
+    sources:
+      stdlib-code: {weight: 1.0}
+      cldr-bitext: {weight: 1.0, langs: [am, yo, fr]}
+  train: {steps: 4, batch_size: 8, lr: 1.0e-3, log_every: 1}
+  eval: {tasks: [HarnessCodeRetrieval, HarnessCLDRBitextMining], batch_size: 64}
+ablate:
+  data.sources.cldr-bitext.weight: [0.0]
+"""
+
+
+def _ablate(recipe: Path, results: Path, board: Path, *extra: str) -> int:
+    return main(["ablate", str(recipe), "--results", str(results), "--leaderboard", str(board), "--no-progress", *extra])
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_ablate_end_to_end_then_cache_hit(tmp_path: Path, fresh_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = write(tmp_path / "tiny.yaml", TINY)
+    results, board = tmp_path / "results", tmp_path / "leaderboard.md"
+
+    assert _ablate(recipe, results, board) == 0
+    first = capsys.readouterr().out
+    assert "trained: 4 steps" in first and "wall time:" in first
+
+    # results/<recipe>/<variant>/ holds small readable files for every variant
+    for variant in ("base", "cldr-bitext.weight=0"):
+        vdir = results / "tiny" / variant
+        assert (vdir / "config.yaml").is_file()
+        run = vdir / "seed-0"
+        for name in ("data_card.json", "train_log.jsonl", "train_summary.json", "scores.json", "units.parquet", "run.json"):
+            assert (run / name).is_file(), name
+        scores = json.loads((run / "scores.json").read_text())["tasks"]
+        assert set(scores) == {"HarnessCodeRetrieval", "HarnessCLDRBitextMining"}
+        assert 0.0 <= scores["HarnessCodeRetrieval"]["main_score"] <= 1.0
+        assert set(scores["HarnessCLDRBitextMining"]["subsets"]) >= {"eng-amh", "eng-yor", "eng-fra"}
+        # per-unit scores reproduce mteb's aggregates
+        units = pd.read_parquet(run / "units.parquet")
+        ndcg = units[(units.task == "HarnessCodeRetrieval") & (units.metric == "ndcg_at_10")]["value"].mean()
+        assert ndcg == pytest.approx(scores["HarnessCodeRetrieval"]["subsets"]["default"]["ndcg_at_10"], abs=1e-5)
+        for subset, s in scores["HarnessCLDRBitextMining"]["subsets"].items():
+            hits = units[(units.task == "HarnessCLDRBitextMining") & (units.subset == subset)]["value"]
+            assert hits.mean() == pytest.approx(s["accuracy"], abs=1e-6)
+        log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+        assert [e["step"] for e in log] == [1, 2, 3, 4]
+
+    card = json.loads((results / "tiny" / "cldr-bitext.weight=0" / "seed-0" / "data_card.json").read_text())
+    assert card["sources_with_weight_0"] == ["cldr-bitext"] and card["rows"] == 64
+    base_card = json.loads((results / "tiny" / "base" / "seed-0" / "data_card.json").read_text())
+    assert base_card["sources"]["stdlib-code"]["rows_kept"] == 32
+    assert set(base_card["sources"]["cldr-bitext"]["rows_per_task"]) <= {"cldr-bitext:am", "cldr-bitext:yo", "cldr-bitext:fr"}
+
+    report = (results / "tiny" / "report.md").read_text()
+    assert "cldr-bitext.weight=0" in report and ("(+" in report or "(-" in report)
+    assert "paired bootstrap" in report and "paired randomisation test" in report and "Holm" in report
+    assert "eng-amh" in report and (results / "tiny" / "plots" / "delta_heatmap.png").is_file()
+    leaderboard = board.read_text()
+    assert "[tiny](" in leaderboard and "report.md)" in leaderboard and "HarnessCodeRetrieval (ndcg_at_10)" in leaderboard
+    assert "python -m harness leaderboard" in leaderboard
+
+    # second run: every stage is a cache hit and every output byte is the same
+    before = _tree_bytes(results)
+    stage_dirs = sorted(p for p in fresh_cache.glob("*/*") if p.is_dir())
+    mtimes = [p.stat().st_mtime_ns for p in stage_dirs]
+    assert _ablate(recipe, results, board) == 0
+    second = capsys.readouterr().out
+    assert "trained:" not in second and "built:" not in second and ": ndcg_at_10 =" not in second
+    assert second.count("cached") == 2 * 4  # data, train, 2 evals per variant
+    assert _tree_bytes(results) == before
+    assert [p.stat().st_mtime_ns for p in sorted(p for p in fresh_cache.glob("*/*") if p.is_dir())] == mtimes
+    assert board.read_text() == leaderboard
+
+    # regenerating the leaderboard alone is byte-identical too
+    assert main(["leaderboard", "--results", str(results), "--out", str(tmp_path / "lb2.md")]) == 0
+    assert (tmp_path / "lb2.md").read_text() == leaderboard
+
+    # change one axis value: data stays cached, only train + eval re-run for the changed variant
+    write(recipe, TINY.replace("lr: 1.0e-3", "lr: 2.0e-3"))
+    assert main(["ablate", str(recipe), "--dry-run", "--results", str(results)]) == 0
+    dry = capsys.readouterr().out
+    assert dry.count("cached: data yes") == 2 and dry.count("train no") == 2
+    assert _ablate(recipe, results, board) == 0
+    third = capsys.readouterr().out
+    assert "built:" not in third and third.count("trained:") == 2
+
+
+@pytest.mark.slow
+def test_same_seed_same_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = write(tmp_path / "det.yaml", TINY.replace("ablate:\n  data.sources.cldr-bitext.weight: [0.0]\n", ""))
+    outputs = []
+    for attempt in ("a", "b"):
+        monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / f"cache-{attempt}"))
+        results = tmp_path / f"results-{attempt}"
+        assert _ablate(recipe, results, tmp_path / f"lb-{attempt}.md", "--no-leaderboard") == 0
+        run = results / "det" / "base" / "seed-0"
+        outputs.append(((run / "scores.json").read_bytes(), (run / "train_log.jsonl").read_bytes(),
+                        pd.read_parquet(run / "units.parquet")))
+    assert outputs[0][0] == outputs[1][0]
+    assert outputs[0][1] == outputs[1][1]
+    pd.testing.assert_frame_equal(outputs[0][2], outputs[1][2])
+
+
+def test_dry_run_lists_variants_without_running(tmp_path: Path, fresh_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = write(tmp_path / "tiny.yaml", TINY)
+    assert main(["ablate", str(recipe), "--dry-run", "--results", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "base  [seed 0]  hash " in out and "cldr-bitext.weight=0  [seed 0]" in out
+    assert "overrides: data.sources.cldr-bitext.weight=0.0" in out
+    assert out.count("cached: data no") == 2
+    assert not (tmp_path / "r").exists() and not any(fresh_cache.glob("train/*"))
+
+
+def test_bad_recipe_stops_before_any_work(tmp_path: Path, fresh_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = write(tmp_path / "bad.yaml", TINY.replace("steps: 4", "steps: -4"))
+    assert _ablate(recipe, tmp_path / "r", tmp_path / "lb.md") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "base.train.steps" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "lb.md").exists() and not fresh_cache.exists()

@@ -151,7 +151,9 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         raise HarnessError(f"data synth: {exc}") from None
     card = synthesize_to(config, Path(args.out), show_progress=not args.no_progress)
     print(f"rows: {args.out}\ncard: {args.out}.card.json")
-    print({k: card[k] for k in ("requested", "generated", "invalid", "duplicates", "failed") if k in card})
+    counts = card.get("counts", {})
+    print(", ".join(f"{k} {counts[k]}" for k in ("requested", "generated", "invalid", "duplicates", "failed")
+                    if k in counts))
     return 0
 
 

@@ -29,6 +29,7 @@ from harness.data.synth import (
 from harness.data.synth.generate import count_words
 from harness.data.synth.prompts import KINDS, brainstorm_messages, example_messages
 from harness.errors import HarnessError
+from .conftest import write
 
 LONG_A = "Fresh tomato sauce needs ripe tomatoes, garlic, olive oil and a slow simmer of about forty minutes to reach depth."
 LONG_B = "Canned tomatoes can stand in for fresh ones in winter, though the sauce tastes flatter unless you add a little sugar."
@@ -346,3 +347,38 @@ def test_tiny_qwen2_nonsense_is_rejected_and_counted(tmp_path: Path) -> None:
     assert counts["generated"] == 0 and counts["failed"] == 2
     assert counts["invalid"] == counts["calls"] == 4
     assert card["backend"] == "transformers" and card["model"] == "tiny-qwen2"
+
+
+def test_synth_source_in_a_data_mix_is_generated_once_and_cached(tmp_path: Path, fresh_cache: Path) -> None:
+    """A recipe's `kind: synth` source goes through the same generator, into the stage cache."""
+    from harness.config import DataConfig
+    from harness.data.mix import build_mix
+
+    personas = write(tmp_path / "personas.txt", "\n".join(PERSONAS) + "\n")
+    with chat_server(seeded_server({"left": None})) as (url, bodies):
+        config = DataConfig.model_validate({"sources": {"synthetic": {"kind": "synth", "synth": {
+            "backend": "openai", "base_url": url, "model": "served-model", "personas": str(personas),
+            "n_examples": 4, "kinds": ["short-short"], "seed": 5}}}})
+        rows, card = build_mix(config)
+        calls = len(bodies)
+        again, _ = build_mix(config)
+        assert len(bodies) == calls  # second build reads the cached generation
+    assert len(rows) == 4 and card["sources"]["synthetic"]["rows_per_task"] == {"synth-short-short": 4}
+    synth = card["sources"]["synthetic"]["synth"]
+    assert synth["model"] == "served-model" and synth["seed"] == 5 and synth["counts"]["generated"] == 4
+    assert all(r.instruction and r.pos for r in rows)
+    assert [r.to_json() for r in again] == [r.to_json() for r in rows]
+    assert len(list((fresh_cache / "synth").iterdir())) == 1
+
+
+def test_data_synth_command_writes_rows_and_card(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    personas = write(tmp_path / "personas.txt", "\n".join(PERSONAS) + "\n")
+    out = tmp_path / "synth.jsonl"
+    with chat_server(seeded_server({"left": None})) as (url, _):
+        code = main(["data", "synth", "--model", "served", "--base-url", url, "--personas", str(personas),
+                     "-n", "3", "--kinds", "short-short", "--out", str(out), "--no-progress"])
+    assert code == 0
+    assert "generated 3" in capsys.readouterr().out
+    assert len(read_flag_jsonl(out)) == 3 and (tmp_path / "synth.jsonl.card.json").is_file()

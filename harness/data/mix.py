@@ -124,6 +124,10 @@ def build_mix(config: DataConfig) -> tuple[list[TrainRow], dict[str, Any]]:
             "rows_per_task": dict(sorted(tasks.items())),
             **problems[name].card(),
         }
+        if source_cfg.kind == "synth" and source_cfg.synth is not None:
+            from harness.data.synth_stage import synth_card
+
+            card_sources[name]["synth"] = synth_card(source_cfg.synth)
     dropped = sorted(n for n, s in config.sources.items() if s.weight == 0)
     card = {
         "rows": len(rows),

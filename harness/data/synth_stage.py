@@ -31,11 +31,21 @@ def synthesize_to(config: SynthConfig, out_path: Path, *, show_progress: bool = 
                       max_tokens=config.max_tokens, personas_source=config.personas)
 
 
+def rows_path(config: SynthConfig) -> Path:
+    return cache_root() / "synth" / content_hash(config.model_dump(mode="json")) / "rows.jsonl"
+
+
+def synth_card(config: SynthConfig) -> dict[str, Any]:
+    """The generation card (model, backend, prompt hash, seed, counts) for the data card."""
+    card = rows_path(config).parent / "rows.jsonl.card.json"
+    return json.loads(card.read_text(encoding="utf-8")) if card.is_file() else {}
+
+
 def synthesize_source(config: SynthConfig, *, show_progress: bool = True) -> Path:
     """The rows file of a synth source, generated on first use and cached by its config hash.
 
     An interrupted generation resumes where it stopped on the next run (same path)."""
-    out = cache_root() / "synth" / content_hash(config.model_dump(mode="json")) / "rows.jsonl"
+    out = rows_path(config)
     out.parent.mkdir(parents=True, exist_ok=True)
     card = out.parent / "rows.jsonl.card.json"
     if not (card.is_file() and json.loads(card.read_text(encoding="utf-8")).get("complete")):

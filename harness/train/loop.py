@@ -80,7 +80,11 @@ def _prepare_model(config: VariantConfig) -> Embedder:
     tc = config.train
     model = Embedder.from_config(config.model)
     if tc.gradient_checkpointing:
-        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        backbone = model.backbone
+        if hasattr(backbone, "activation_checkpointing_enable"):  # transformers 5's name
+            backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if tc.lora is not None:
         try:
             from peft import LoraConfig, get_peft_model

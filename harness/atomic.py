@@ -46,19 +46,12 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 
 
 def write_parquet(path: str | os.PathLike[str], frame: Any) -> Path:
-    """Write a pandas DataFrame as parquet through a temp file + rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write a pandas DataFrame as parquet, atomically like every other file."""
+    import io
+
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return write_bytes(path, buffer.getvalue())
 
 
 def remove_stale_staging(final: str | os.PathLike[str]) -> None:

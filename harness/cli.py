@@ -182,6 +182,14 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", default=os.environ.get("HARNESS_RESULTS", "results"),
+                   help="results root (default: results, or $HARNESS_RESULTS)")
+    p.add_argument("--leaderboard", default="leaderboard.md", help="leaderboard file to regenerate")
+    p.add_argument("--no-leaderboard", action="store_true", help="do not regenerate the leaderboard")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m harness",
@@ -195,10 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "regenerate leaderboard.md.")
     p.add_argument("recipe", help="recipe YAML file, e.g. recipes/quickstart.yaml")
     p.add_argument("--dry-run", action="store_true", help="list variants, hashes, overrides and cache state; run nothing")
-    p.add_argument("--results", default=os.environ.get("HARNESS_RESULTS", "results"), help="results root (default: results)")
-    p.add_argument("--leaderboard", default="leaderboard.md", help="leaderboard file to regenerate")
-    p.add_argument("--no-leaderboard", action="store_true", help="do not regenerate the leaderboard")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _output_args(p)
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("train", help="train one variant config (torchrun-aware)",
@@ -220,10 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=256, help="max tokens per text (default 256)")
     p.add_argument("--batch-size", type=int, default=64, help="encoding batch size")
     p.add_argument("--dry-run", action="store_true", help="list the tasks (type, languages, where the data lives); run nothing")
-    p.add_argument("--results", default=os.environ.get("HARNESS_RESULTS", "results"), help="results root")
-    p.add_argument("--leaderboard", default="leaderboard.md", help="leaderboard file to regenerate")
-    p.add_argument("--no-leaderboard", action="store_true", help="do not regenerate the leaderboard")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _output_args(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("data", help="data tools: persona-based synthesis",

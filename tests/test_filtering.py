@@ -7,10 +7,7 @@ Python stdlib docstring -> function rows.
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import importlib
-import inspect
 from collections import Counter
 from pathlib import Path
 
@@ -247,29 +244,12 @@ def test_save_load_roundtrip(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- a real teacher
 
-STDLIB_MODULES = ["textwrap", "shutil", "pathlib", "argparse", "calendar", "statistics", "fractions",
-                  "ipaddress", "difflib", "tarfile", "zipfile", "csv", "string", "urllib.parse", "heapq",
-                  "functools", "inspect", "tokenize", "posixpath", "glob", "random", "datetime"]
-
-
 def stdlib_docstring_rows(limit: int) -> list[TrainRow]:
-    """Real retrieval rows: a function's first docstring paragraph -> its source without the docstring."""
-    rows: list[TrainRow] = []
-    seen: set[str] = set()
-    for name in STDLIB_MODULES:
-        tree = ast.parse(inspect.getsource(importlib.import_module(name)))
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.FunctionDef) or not (doc := ast.get_docstring(node)):
-                continue
-            query = " ".join(doc.strip().split("\n\n")[0].split())
-            node.body = node.body[1:]
-            if not node.body or len(query) < 15 or query in seen:
-                continue
-            body = ast.unparse(node)[:600]
-            if len(body) >= 60:
-                seen.add(query)
-                rows.append(TrainRow(query, [body], [], task="stdlib-code", source=name))
-    return rows[:limit]
+    """Real retrieval rows from the offline suite: docstring -> function body (one task)."""
+    from harness.data.offline.stdlib_code import stdlib_code_pairs
+
+    return [TrainRow(p.query, [p.code], [], task="stdlib-code", source="stdlib")
+            for p in stdlib_code_pairs("train")[:limit]]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@
    (PaLM's estimate: weight matmuls forward + backward, plus QK^T and AV over the full square).
 3. Peak memory of one minilm step (batch 64, every text exactly 128 tokens) for full fine-tuning,
    LoRA (peft), gradient checkpointing and GradCache (chunk 8), each in its own subprocess:
-   growth of peak RSS (ru_maxrss) from after model load to after two steps, and the second step's time.
+   growth of peak RSS from after model load to after two steps (VmHWM, reset after the load; not
+   ru_maxrss, which a child inherits from its parent on Linux), and the second step's time.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import contextlib
 import gc
 import importlib.util
+import io
 import json
 import math
 import os
@@ -39,6 +41,7 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars (model card widgets, weight loading) would interleave
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 MEMORY_MODES = ("full", "lora", "checkpointing", "gradcache")
@@ -64,8 +67,30 @@ def heading(title: str) -> None:
     print(f"\n=== {title} ===", flush=True)
 
 
+def _proc_status_mb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """This process's peak RSS. Linux: VmHWM, because ru_maxrss is carried over from the parent
+    through fork/vfork + exec and would report the parent's peak (e.g. after the Qwen2 section)."""
+    hwm = _proc_status_mb("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux `clear_refs` 5), so the next peak is the step's own."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
 
 def filler_texts(n: int, min_tokens: int, seed: int) -> list[str]:
@@ -111,6 +136,30 @@ def harness_step(model: Any, optimizer: Any, params: list[Any], tc: Any, queries
 
 # --- 1. harness vs sentence-transformers ------------------------------------------------------------
 
+class TokenShapeLog:
+    """Shapes of every token-id batch fed to a vocabulary-sized embedding (a global module hook):
+    proves both trainers ran the very same padded batches."""
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size = vocab_size
+
+    def __enter__(self) -> TokenShapeLog:
+        import torch
+        from torch.nn.modules.module import register_module_forward_pre_hook
+
+        self.shapes: list[tuple[int, ...]] = []
+
+        def record(module: Any, inputs: tuple[Any, ...]) -> None:
+            if isinstance(module, torch.nn.Embedding) and module.num_embeddings == self.vocab_size and inputs:
+                self.shapes.append(tuple(inputs[0].shape))
+
+        self._handle = register_module_forward_pre_hook(record)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
+
+
 class OptimizerStepClock:
     """Wall-clock time at the end of every optimizer step, from torch's global optimizer hook.
 
@@ -142,13 +191,15 @@ def bench_vs_sentence_transformers(args: argparse.Namespace) -> None:
     import sentence_transformers
     import torch
     import transformers
-    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
+    from sentence_transformers import (DefaultBatchSampler, SentenceTransformer, SentenceTransformerTrainer,
                                        SentenceTransformerTrainingArguments)
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from torch.utils.data import SequentialSampler
 
     from harness.config import DataConfig, ModelConfig, TrainConfig, VariantConfig
     from harness.data.mix import build_mix
-    from harness.train.loop import train
+    from harness.train.distributed import World
+    from harness.train.loop import micro_batches, train
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -165,16 +216,27 @@ def bench_vs_sentence_transformers(args: argparse.Namespace) -> None:
         train=TrainConfig(steps=total, batch_size=batch, lr=LR, weight_decay=WEIGHT_DECAY, warmup_ratio=WARMUP_RATIO,
                           temperature=TEMPERATURE, grad_clip=GRAD_CLIP, seed=0),
     )
-    print(f"{len(rows)} rows, batch {batch}, max length {length} (queries and passages), lr {LR}, warm-up "
-          f"{warmup} steps, {warm} untimed + {n} timed steps, torch threads {torch.get_num_threads()}, "
+    print(f"{len(rows)} rows, batch {batch}, max length {length} (queries and passages), lr {LR} (linear warm-up "
+          f"{warmup} steps, then decay), {warm} untimed + {n} timed steps, torch threads {torch.get_num_threads()}, "
           f"sentence-transformers {sentence_transformers.__version__}, transformers {transformers.__version__}")
 
+    vocab_size = transformers.AutoConfig.from_pretrained(path).vocab_size
+    shapes: dict[str, list[tuple[int, ...]]] = {}
+
     def harness_seconds(out: Path) -> float:
-        with OptimizerStepClock() as clock:
+        with OptimizerStepClock() as clock, TokenShapeLog(vocab_size) as log:
             train(config, rows, out, show_progress=False, stop_after=total)  # stops before saving
+        shapes["harness"] = log.shapes
         return clock.seconds(warm, total)
 
-    dataset = datasets.Dataset.from_dict({"anchor": [r.query for r in rows], "positive": [r.pos[0] for r in rows]})
+    # ST gets the harness's own batches, in order (its rows carry one positive each, so the texts are
+    # identical too): both trainers then see the same padded shapes step by step.
+    order = [i for b in micro_batches(rows, config, World(), total) for i in b]
+    dataset = datasets.Dataset.from_dict({"anchor": [rows[i].query for i in order],
+                                          "positive": [rows[i].pos[0] for i in order]})
+
+    def in_order(data: Any, **kwargs: Any) -> DefaultBatchSampler:
+        return DefaultBatchSampler(SequentialSampler(data), **kwargs)
 
     def st_seconds(out: Path) -> float:
         model = SentenceTransformer(path, device="cpu")
@@ -183,23 +245,29 @@ def bench_vs_sentence_transformers(args: argparse.Namespace) -> None:
             output_dir=str(out), per_device_train_batch_size=batch, max_steps=total, learning_rate=LR,
             warmup_steps=warmup, weight_decay=WEIGHT_DECAY, max_grad_norm=GRAD_CLIP, lr_scheduler_type="linear",
             report_to=[], save_strategy="no", logging_steps=10**9, dataloader_drop_last=True, disable_tqdm=True,
-            seed=0, use_cpu=True)
+            seed=0, use_cpu=True, batch_sampler=in_order)
         trainer = SentenceTransformerTrainer(
             model=model, args=st_args, train_dataset=dataset,
             loss=MultipleNegativesRankingLoss(model, scale=1 / TEMPERATURE))  # cos_sim = dot of normalised vectors
-        with OptimizerStepClock() as clock:
+        with OptimizerStepClock() as clock, TokenShapeLog(vocab_size) as log, \
+                contextlib.redirect_stdout(io.StringIO()):  # the Trainer prints a summary dict
             trainer.train()
+        shapes["st"] = log.shapes
         return clock.seconds(warm, total)
 
+    t_harness = t_st = float("inf")
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        t_harness = min(harness_seconds(Path(tmp) / "h") for _ in range(args.repeats))
-        t_st = min(st_seconds(Path(tmp) / "st") for _ in range(args.repeats))
+        for _ in range(args.repeats):  # interleaved, so a burst of load elsewhere does not hit only one side
+            t_harness = min(t_harness, harness_seconds(Path(tmp) / "h"))
+            t_st = min(t_st, st_seconds(Path(tmp) / "st"))
     examples = n * batch
     print(f"harness train():             {t_harness:7.2f} s for {n} steps  ({examples / t_harness:7.1f} examples/s)")
     print(f"SentenceTransformerTrainer:  {t_st:7.2f} s for {n} steps  ({examples / t_st:7.1f} examples/s)")
     print(f"speed ratio harness / ST: {t_st / t_harness:.2f}x (>1 = harness faster)")
-    print("note: batch order differs (harness: task-aware sampler, ST: random), so padded lengths per batch differ; "
-          "ST uses its default fused AdamW, the harness torch's default AdamW.")
+    same = shapes["harness"] == shapes["st"]
+    print(f"padded token batches identical in both trainers: {'yes' if same else 'NO'} "
+          f"({len(shapes['harness'])} vs {len(shapes['st'])} forward passes)")
+    print("note: ST runs its default optimizer (fused AdamW), the harness torch's default AdamW.")
 
 
 # --- 2. fraction of the bf16 matmul peak ------------------------------------------------------------
@@ -306,15 +374,18 @@ def memory_step(mode: str, batch: int, length: int) -> dict[str, Any]:
                                              passage_max_length=length), train=tc)
     queries, passages = filler_texts(batch, length, seed=1), filler_texts(batch, length, seed=2)
     torch.manual_seed(0)
-    before_load = peak_rss_mb()
+    before_load = _proc_status_mb("VmRSS") or peak_rss_mb()
     model = _prepare_model(config)
     model.train()
-    loaded = peak_rss_mb()
+    loaded_peak = peak_rss_mb()
+    loaded = _proc_status_mb("VmRSS") if reset_peak_rss() else None  # after a reset, peak == current RSS
+    baseline = loaded if loaded is not None else loaded_peak
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     steps = [harness_step(model, optimizer, params, tc, queries, passages, list(range(batch)), (length, length),
                           contextlib.nullcontext()) for _ in range(2)]
-    return {"mode": mode, "model_load_mb": loaded - before_load, "growth_mb": peak_rss_mb() - loaded,
+    return {"mode": mode, "model_load_mb": (loaded or loaded_peak) - before_load,
+            "growth_mb": peak_rss_mb() - baseline, "peak_reset": loaded is not None,
             "step_s": steps[1]["step"], "first_step_s": steps[0]["step"],
             "trainable_params": sum(p.numel() for p in params)}
 
@@ -343,8 +414,10 @@ def bench_memory(args: argparse.Namespace) -> None:
         print(f"{r['mode']:>14}  {r['growth_mb']:13.0f} MB  {mem_ratio:>8}  {r['step_s']:7.2f}s  {time_ratio:>8}  "
               f"{r['trainable_params'] / 1e6:.2f} M")
     if full:
-        print(f"(model load itself: ~{full['model_load_mb']:.0f} MB; growth = ru_maxrss after 2 steps - after load; "
-              "step = the second step; ratios < 1 = less memory / faster than full fine-tuning)")
+        how = ("peak reset to the RSS after model load (clear_refs), then VmHWM after 2 steps minus that RSS"
+               if full["peak_reset"] else "peak RSS after 2 steps minus peak RSS after model load")
+        print(f"growth = {how}; the model itself takes ~{full['model_load_mb']:.0f} MB; step = the second step's "
+              "time; ratios < 1 = less memory / faster than full fine-tuning")
 
 
 def main() -> None:

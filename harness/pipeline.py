@@ -32,6 +32,7 @@ class RunPlan:
     data: Stage
     train: Stage
     evals: dict[str, Stage]  # task name -> stage
+    contamination: Stage
 
     @property
     def results_dir(self) -> Path:
@@ -78,6 +79,7 @@ def plan(recipe: Recipe, results_root: Path, tasks: dict[str, tuple[Any, str]]) 
                 recipe=recipe, variant=variant, seed=seed, config=config,
                 data=data_stage(config), train=train_stage(config),
                 evals={t: eval_stage(config, t, tasks[t][1]) for t in variant_tasks(config)},
+                contamination=contamination_stage(data_stage(config), {t: tasks[t][1] for t in variant_tasks(config)}),
                 results_root=results_root,
             ))
     return plans
@@ -86,14 +88,38 @@ def plan(recipe: Recipe, results_root: Path, tasks: dict[str, tuple[Any, str]]) 
 # ----------------------------------------------------------------------------- stages
 
 
-def run_data(p: RunPlan, log: Any) -> None:
+def run_data(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any) -> None:
     if p.data.done():
         log(f"  data   {p.data.hash}  cached")
-        return
-    from harness.train.stage import build_data
+    else:
+        from harness.train.stage import build_data
 
-    card = build_data(p.config)
-    log(f"  data   {p.data.hash}  built: {card['rows']} rows from {len(card['sources'])} source(s)")
+        card = build_data(p.config)
+        log(f"  data   {p.data.hash}  built: {card['rows']} rows from {len(card['sources'])} source(s)")
+    if not p.contamination.done():
+        run_contamination(p, tasks, log)
+
+
+def contamination_stage(data: Stage, tasks: dict[str, str]) -> Stage:
+    return Stage("contamination", {"data": data.hash, "tasks": tasks})
+
+
+def run_contamination(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any) -> None:
+    """Which training texts also occur in each evaluation task (exact and near-duplicates)."""
+    from harness.data.contamination import contamination_report
+    from harness.data.rows import load_rows
+    from harness.evaluate.benchmarks import hub_reachable
+    from harness.evaluate.resolve import is_local
+
+    rows = load_rows(p.data.dir / "rows.jsonl")
+    texts = [t for r in rows for t in (r.query, *r.pos, *r.neg)]
+    checked = {t: tasks[t][0] for t in p.evals if is_local(tasks[t][0]) or hub_reachable()}
+    report = contamination_report(texts, checked)
+    report["not_checked"] = {t: "evaluation data not available offline" for t in p.evals if t not in checked}
+    with atomic.staged_dir(p.contamination.dir) as tmp:
+        atomic.write_json(tmp / "contamination.json", report)
+    exact = sum(v["exact"]["distinct"] for v in report["tasks"].values() if isinstance(v.get("exact"), dict))
+    log(f"  contamination  {p.contamination.hash}  {exact} exact overlap(s) with {len(checked)} task(s)")
 
 
 def run_train(p: RunPlan, log: Any, show_progress: bool) -> None:
@@ -147,7 +173,9 @@ def publish(p: RunPlan) -> None:
         "overrides": p.variant.overrides, "config": p.variant.config.to_dict(),
     }, sort_keys=True, allow_unicode=True))
     out = p.results_dir
-    atomic.write_bytes(out / "data_card.json", (p.data.dir / "card.json").read_bytes())
+    card = json.loads((p.data.dir / "card.json").read_text(encoding="utf-8"))
+    card["contamination"] = json.loads((p.contamination.dir / "contamination.json").read_text(encoding="utf-8"))
+    atomic.write_json(out / "data_card.json", card)
     atomic.write_bytes(out / "train_log.jsonl", (p.train.dir / "log.jsonl").read_bytes())
     atomic.write_bytes(out / "train_summary.json", (p.train.dir / "summary.json").read_bytes())
     scores = {t: json.loads((s.dir / "scores.json").read_text(encoding="utf-8")) for t, s in p.evals.items()}
@@ -166,7 +194,7 @@ def run_plans(plans: list[RunPlan], tasks: dict[str, tuple[Any, str]], *, log: A
     started = time.perf_counter()
     for i, p in enumerate(plans, start=1):
         log(f"[{i}/{len(plans)}] {p.variant.name} (seed {p.seed}, variant {p.variant.hash})")
-        run_data(p, log)
+        run_data(p, tasks, log)
         run_train(p, log, show_progress)
         run_eval(p, tasks, log, show_progress)
         publish(p)

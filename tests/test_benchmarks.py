@@ -7,6 +7,7 @@ table-matching folder plugged in by path."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -78,6 +79,11 @@ def test_unknown_task_suggests_close_names() -> None:
         get_mteb_task("AfriSentiClasification")
 
 
+def test_unknown_task_suggests_superseded_tasks_that_benchmarks_still_use() -> None:
+    with pytest.raises(HarnessError, match=r"did you mean: Banking77Classification,"):
+        get_mteb_task("Banking77Classificaton")
+
+
 def test_recipe_with_a_misspelt_benchmark_fails_on_load(tmp_path: Path) -> None:
     path = write(tmp_path / "typo.yaml", """
 base:
@@ -100,15 +106,16 @@ base:
 # ----------------------------------------------------------------------------- dry runs
 
 
-def _expected_kalm_tasks() -> set[str]:
-    """The union, computed with mteb alone (the Africa one straight from mteb's definitions)."""
+def _expected_kalm_tasks() -> dict[str, str]:
+    """Task name -> type over the union, computed with mteb alone (AfriMTEB-Lite straight from
+    mteb's definitions) plus the two harness tasks kalm-v1 names."""
     import mteb
     from mteb.benchmarks.benchmarks import benchmarks as defined
 
-    names = {"HarnessCodeRetrieval", "HarnessCLDRBitextMining"}
+    types = {"HarnessCodeRetrieval": "Retrieval", "HarnessCLDRBitextMining": "BitextMining"}
     for bench in [*(mteb.get_benchmark(n) for n in KALM_BENCHMARKS[:3]), defined.MTEB_AFRICA_LITE]:
-        names |= {t.metadata.name for t in bench.tasks}
-    return names
+        types |= {t.metadata.name: t.metadata.type for t in bench.tasks}
+    return types
 
 
 def test_ablate_dry_run_lists_variants_and_every_benchmark_task(tmp_path: Path, fresh_cache: Path,
@@ -129,13 +136,16 @@ def test_ablate_dry_run_lists_variants_and_every_benchmark_task(tmp_path: Path, 
     assert len(expected) > 131
     assert f"\n{len(expected)} evaluation task(s):" in out
     listed = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ") and "langs:" in line}
-    assert set(listed) == expected
+    assert set(listed) == set(expected)
+    for name, line in listed.items():
+        assert line.split()[1] == expected[name], line
+        assert ("offline (harness)" if name.startswith("Harness") else "Hugging Face Hub") in line, line
+        assert line.split("langs: ")[1].strip(), line
     afrisenti = listed["AfriSentiClassification"]
     assert "Classification" in afrisenti and "Hugging Face Hub" in afrisenti
     assert all(lang in afrisenti for lang in ("amh", "hau", "ibo", "kin", "yor"))
-    assert "Hugging Face Hub" in listed["Banking77Classification"] or "Hugging Face Hub" in listed["TNews"]
-    assert "Retrieval" in listed["HarnessCodeRetrieval"] and "offline (harness)" in listed["HarnessCodeRetrieval"]
-    assert "BitextMining" in listed["HarnessCLDRBitextMining"] and "gaz" in listed["HarnessCLDRBitextMining"]
+    assert "langs: cmn" in listed["TNews"] and "langs: eng" in listed["Banking77Classification"]
+    assert "gaz" in listed["HarnessCLDRBitextMining"]
     assert f"eval 0/{len(expected)} tasks" in out
 
     assert not results.exists()
@@ -172,6 +182,33 @@ def test_hub_task_fails_at_once_offline(tmp_path: Path, fresh_cache: Path,
     assert "Banking77Classification" in err and "'mteb/banking77'" in err and "not available offline" in err
     assert not (tmp_path / "r").exists() and not (tmp_path / "lb.md").exists()
     assert _eval_stage_dirs(fresh_cache) == set()
+
+
+def _hub_reachable() -> bool:
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(_hub_reachable(), reason="checks the unreachable-Hub path")
+def test_hub_task_fails_at_once_when_the_user_did_not_set_offline(tmp_path: Path, fresh_cache: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # what a user who never heard of the variable has
+    monkeypatch.delenv("HF_DATASETS_OFFLINE")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    started = time.perf_counter()
+    code = main(["eval", "minilm", "--tasks", "Banking77Classification", "--results", str(tmp_path / "r"),
+                 "--leaderboard", str(tmp_path / "lb.md"), "--no-progress"])
+    elapsed = time.perf_counter() - started
+    assert code == 2 and "not available offline" in capsys.readouterr().err
+    assert elapsed < 15, f"took {elapsed:.1f} s to fail"
 
 
 def _eval(model: str, task: str, root: Path) -> int:

@@ -86,8 +86,10 @@ def test_offline_train_split_barely_overlaps_its_test_task(suite: dict) -> None:
     assert 0.9 <= top_code["similarity"] < 1
     assert ("suisse allemand", "allemand suisse", 1.0) in {
         (e["train"], e["eval"], e["similarity"]) for e in cldr["near_duplicates"]["examples"]}
-    assert code["eval_texts_touched"] == 6 and cldr["eval_texts_touched"] == 21
-    assert code["share_eval_touched"] == round(6 / 2182, 6)
+    # Touched: exact + near, as distinct eval texts. In code one eval text is hit both ways: the train
+    # docstring "Handle a single HTTP GET request." is a near-duplicate of the exact match above.
+    assert code["eval_texts_touched"] == 1 + 5 - 1 and cldr["eval_texts_touched"] == 4 + 17
+    assert code["share_eval_touched"] == round(5 / 2182, 6)
     # The cheap index stays well inside the default budget on the offline suite.
     assert code["near_duplicates"]["checks"] < 200_000 and cldr["near_duplicates"]["checks"] < 200_000
 
@@ -137,7 +139,7 @@ def test_near_duplicate_index_misses_no_pair_a_full_comparison_finds() -> None:
     """Brute force: every training text against every eval text, same vectors, no index."""
     from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 
-    train, evals, threshold = _code_texts("train"), _code_texts("test"), 0.8
+    train, evals, threshold = _code_texts("train"), _code_texts("test"), 0.7
     got = contamination_report(train, {"code": evals}, threshold=threshold, max_near_checks=10**9)["tasks"]["code"]
 
     eval_norm = sorted({normalise(t) for t in evals} - {""})
@@ -150,7 +152,7 @@ def test_near_duplicate_index_misses_no_pair_a_full_comparison_finds() -> None:
     close = similarity >= threshold - 1e-6
     assert got["near_duplicates"]["train_texts"] == int(close.any(axis=1).sum()) > 20
     assert got["near_duplicates"]["eval_texts"] == int(close.any(axis=0).sum())
-    assert got["near_duplicates"]["candidate_pairs"] < similarity.size / 100  # and it compared far fewer pairs
+    assert got["near_duplicates"]["candidate_pairs"] < similarity.size / 20  # and it scored far fewer pairs
 
 
 def test_near_duplicates_are_skipped_with_a_note_beyond_the_budget(suite: dict) -> None:

@@ -72,6 +72,9 @@ def test_ablate_end_to_end_then_cache_hit(tmp_path: Path, fresh_cache: Path, cap
         assert [e["step"] for e in log] == [1, 2, 3, 4]
 
     card = json.loads((results / "tiny" / "cldr-bitext.weight=0" / "seed-0" / "data_card.json").read_text())
+    contamination = card["contamination"]["tasks"]
+    assert set(contamination) == {"HarnessCodeRetrieval", "HarnessCLDRBitextMining"}
+    assert contamination["HarnessCodeRetrieval"]["exact"]["distinct"] <= 1  # disjoint splits, by module
     assert card["sources_with_weight_0"] == ["cldr-bitext"] and card["rows"] == 64
     base_card = json.loads((results / "tiny" / "base" / "seed-0" / "data_card.json").read_text())
     assert base_card["sources"]["stdlib-code"]["rows_kept"] == 32

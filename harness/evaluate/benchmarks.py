@@ -60,7 +60,7 @@ def get_mteb_task(name: str) -> Any:
     try:
         return mteb.get_task(name)
     except KeyError:
-        all_names = [t.metadata.name for t in mteb.get_tasks()]
+        all_names = [t.metadata.name for t in mteb.get_tasks(exclude_superseded=False)]
         close = difflib.get_close_matches(name, all_names, n=5, cutoff=0.6)
         hint = f"; did you mean: {', '.join(close)}" if close else ""
         raise HarnessError(f"unknown task {name!r} (neither a harness task nor an mteb task){hint}") from None
@@ -95,6 +95,13 @@ def require_hub_data(task: Any) -> None:
         return
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"
+    # huggingface_hub and datasets read these at import time; flip their constants as well,
+    # or the client still retries with back-off for ~30 s.
+    import datasets.config
+    import huggingface_hub.constants
+
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    datasets.config.HF_HUB_OFFLINE = True
     try:
         task.load_data()
     except Exception as exc:  # noqa: BLE001 - any loader failure means "not available offline"

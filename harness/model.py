@@ -7,6 +7,7 @@ sentence-transformers' own modules, so `SentenceTransformer(path)` reproduces ou
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -108,15 +109,23 @@ class Embedder(torch.nn.Module):
         batch_size: int = 64,
         show_progress: bool = False,
         desc: str = "encode",
+        bf16: bool = False,
     ) -> np.ndarray:
-        """Inference: length-sorted batches (less padding), original order restored."""
+        """Inference: every text tokenised once, batched by token length (least padding),
+        original order restored; optional bf16 autocast (about twice as fast on CPUs with bf16)."""
         was_training = self.training
         self.eval()
-        order = np.argsort([-len(t) for t in texts], kind="stable")
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
+        ids, masks = encoded["input_ids"], encoded["attention_mask"]
+        order = np.argsort([-len(x) for x in ids], kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        batches = _chunks(order, batch_size)
-        for idx in tqdm(batches, desc=desc, disable=not show_progress, leave=False):
-            emb = self(self.tokenize([texts[i] for i in idx], max_length))
+        device = "cuda" if next(self.parameters()).is_cuda else "cpu"
+        autocast = torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        for idx in tqdm(_chunks(order, batch_size), desc=desc, disable=not show_progress, leave=False):
+            batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx], "attention_mask": [masks[i] for i in idx]},
+                                       return_tensors="pt")
+            with autocast:
+                emb = self(batch)
             out[idx] = emb.float().cpu().numpy()
         self.train(was_training)
         return out

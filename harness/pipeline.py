@@ -146,7 +146,8 @@ def run_eval(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any, show_progr
 
         embedder = Embedder.from_config(p.config.model, checkpoint=p.train.dir / "model")
         return HarnessEncoder(embedder, name=p.model_name, revision=p.train.hash,
-                              batch_size=p.config.eval.batch_size, show_progress=show_progress)
+                              batch_size=p.config.eval.batch_size, show_progress=show_progress,
+                              bf16=p.config.eval.bf16)
 
     run_cached_eval(make_encoder, {t: tasks[t][0] for t in p.evals}, p.evals, log)
 

@@ -49,4 +49,7 @@ def train_stage(config: VariantConfig) -> Stage:
 
 
 def eval_stage(config: VariantConfig, task_name: str, task_revision: str) -> Stage:
-    return Stage("eval", {"train": train_stage(config).hash, "task": task_name, "revision": task_revision})
+    key = {"train": train_stage(config).hash, "task": task_name, "revision": task_revision}
+    if config.eval.bf16:  # only when on, so fp32 stages keep their hashes
+        key["bf16"] = True
+    return Stage("eval", key)

@@ -57,3 +57,12 @@ def test_filter_thresholds_share_one_teacher_pass(fresh_cache: Path) -> None:
 def test_empty_mix_is_a_clear_error() -> None:
     with pytest.raises(HarnessError, match="data.sources is empty"):
         build_mix(DataConfig())
+
+
+def test_table_matching_train_splits_are_sources() -> None:
+    rows, card = build_mix(DataConfig.model_validate({"sources": {
+        "febrl-tuples": {"max_rows": 50}, "table-columns": {"max_rows": 30}}}))
+    tasks = card["sources"]["febrl-tuples"]["rows_per_task"]
+    assert sum(tasks.values()) == 50 and card["sources"]["table-columns"]["rows_kept"] == 30
+    tuple_rows = [r for r in rows if r.source == "febrl-tuples"]
+    assert all("rec-" not in r.query and r.pos for r in tuple_rows) and all(r.instruction for r in rows)

@@ -73,6 +73,11 @@ def test_saved_folder_loads_in_sentence_transformers_with_the_same_embeddings(
     np.testing.assert_allclose(ours, st, atol=1e-5)
     reloaded = Embedder.from_config(config, checkpoint=tmp_path / "model").encode(TEXTS, max_length=64)
     np.testing.assert_allclose(ours, reloaded, atol=1e-6)
+    # and through mteb's own wrapper for sentence-transformers folders
+    from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
+
+    wrapped = SentenceTransformerEncoderWrapper(str(tmp_path / "model"), device="cpu")
+    np.testing.assert_allclose(wrapped.model.encode(TEXTS, convert_to_numpy=True), ours, atol=1e-5)
 
 
 def test_local_folder_goes_through_the_same_loader(tmp_path: Path) -> None:

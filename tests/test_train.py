@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -202,3 +203,39 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=0, rtol=0, msg=name)
+
+
+@pytest.mark.slow
+def test_lora_trains_only_adapters_and_exports_a_merged_model(tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    from sentence_transformers import SentenceTransformer
+
+    config = _tiny_config(steps=2, lora={"r": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]})
+    rows, _ = build_mix(config.data)
+    import harness.train.loop as loop
+
+    model = loop._prepare_model(config)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    log, summary = train(config, rows, tmp_path / "model", show_progress=False)
+    assert summary["steps"] == 2 and len(log) == 2
+    merged = Embedder.from_config(config.model, checkpoint=tmp_path / "model")
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    base = Embedder.from_config(config.model)
+    texts = ["a query about sorting lists", "def sort(xs): return sorted(xs)"]
+    ours = merged.encode(texts, max_length=32)
+    assert not np.allclose(ours, base.encode(texts, max_length=32))  # the adapters changed the model
+    st = SentenceTransformer(str(tmp_path / "model"), device="cpu").encode(texts)
+    np.testing.assert_allclose(ours, st, atol=1e-5)
+
+
+def test_gradient_accumulation_counts_micro_batches(tmp_path: Path) -> None:
+    config = _tiny_config(steps=2, batch_size=4, gradient_accumulation=3)
+    rows, _ = build_mix(config.data)
+    import harness.train.loop as loop
+
+    batches = loop.micro_batches(rows, config, loop.World(), 2 * 3)
+    assert len(batches) == 6 and all(len(b) == 4 for b in batches)
+    assert len({i for b in batches for i in b}) == 24  # six different micro-batches, no repeats in an epoch
+    log, summary = train(config, rows, tmp_path / "m", show_progress=False, stop_after=2)
+    assert [e["step"] for e in log] == [1, 2] and all(np.isfinite(e["loss"]) for e in log)

@@ -42,8 +42,9 @@ def evaluate_baseline(spec: str, model: ModelConfig, eval_config: EvalConfig, re
     identity = {"spec": RANDOM_BASELINE} if is_random else model_identity(spec, model)
     model_hash = content_hash(identity)
     tasks = resolve_tasks(eval_config)
+    bf16 = {"bf16": True} if eval_config.bf16 else {}
     stages = {name: Stage("eval", {"baseline": model_hash, "task": name,
-                                   "revision": str(task.metadata.dataset.get("revision"))})
+                                   "revision": str(task.metadata.dataset.get("revision")), **bf16})
               for name, task in tasks.items()}
 
     def make_encoder() -> Any:
@@ -55,7 +56,7 @@ def evaluate_baseline(spec: str, model: ModelConfig, eval_config: EvalConfig, re
         from harness.model import Embedder
 
         return HarnessEncoder(Embedder.from_config(model), name=f"harness-baseline/{slug(spec)}", revision=model_hash,
-                              batch_size=eval_config.batch_size, show_progress=show_progress)
+                              batch_size=eval_config.batch_size, show_progress=show_progress, bf16=eval_config.bf16)
 
     run_cached_eval(make_encoder, tasks, stages, log)
     name = "random-encoder" if is_random else slug(spec)

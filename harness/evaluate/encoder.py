@@ -36,9 +36,10 @@ def kalm_instruction(task_metadata: Any, prompt_type: PromptType | None) -> str 
 
 class HarnessEncoder(AbsEncoder):
     def __init__(self, embedder: Embedder, *, name: str, revision: str, batch_size: int = 64,
-                 show_progress: bool = True) -> None:
+                 show_progress: bool = True, bf16: bool = False) -> None:
         self.model = embedder
         self.batch_size = batch_size
+        self.bf16 = bf16
         self.show_progress = show_progress
         cfg = embedder.config
         self.mteb_model_meta = ModelMeta(
@@ -59,5 +60,5 @@ class HarnessEncoder(AbsEncoder):
         max_length = cfg.query_max_length if prompt_type == PromptType.query else cfg.passage_max_length
         side = prompt_type.value if prompt_type else "text"
         return self.model.encode(texts, max_length=max_length, batch_size=self.batch_size,
-                                 show_progress=self.show_progress,
+                                 show_progress=self.show_progress, bf16=self.bf16,
                                  desc=f"{task_metadata.name}/{hf_subset}/{side}")

@@ -65,17 +65,20 @@ def remove_stale_staging(final: str | os.PathLike[str]) -> None:
 def staged_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp folder next to `final`; on success it is renamed to `final`.
 
-    Used for whole artifacts (checkpoints, converted tokenizers): readers only ever see a
-    complete folder. An existing `final` is replaced.
+    Used for content-addressed artifacts (stages, checkpoints, converted tokenizers): readers
+    only ever see a complete folder. If another process finished the same artifact first, its
+    folder is kept and ours discarded — never deleted under a reader's feet.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not final.is_dir():
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

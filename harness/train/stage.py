@@ -74,7 +74,11 @@ def run_train_stage(config: VariantConfig, *, show_progress: bool = True) -> dic
 
 def launch_torchrun(config: VariantConfig, *, show_progress: bool = True) -> dict[str, Any]:
     """Run the train stage under `torchrun --nproc_per_node N` (torch's own launcher) and wait."""
+    from harness.backbones import resolve_path
+
     stage = train_stage(config)
+    resolve_path(config.model.backbone)  # build embedded backbones once here, not in N racing ranks
+    build_data(config)
     with tempfile.TemporaryDirectory(prefix="harness-torchrun-") as tmp:
         cfg_path = Path(tmp) / "variant.yaml"
         cfg_path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=True), encoding="utf-8")

@@ -270,7 +270,7 @@ def bench_vs_sentence_transformers(args: argparse.Namespace) -> None:
     same = shapes["harness"] == shapes["st"]
     print(f"padded token batches identical in both trainers: {'yes' if same else 'NO'} "
           f"({len(shapes['harness'])} vs {len(shapes['st'])} forward passes)")
-    print("note: ST runs its default optimizer (fused AdamW), the harness torch's default AdamW.")
+    print("note: both run fused AdamW (sentence-transformers by default, the harness where torch has it).")
 
 
 # --- 2. fraction of the bf16 matmul peak ------------------------------------------------------------
@@ -301,6 +301,7 @@ def bench_qwen_mfu(args: argparse.Namespace) -> None:
     from harness.backbones.qwen_tokenizer import qwen2_tokenizer
     from harness.config import ModelConfig, TrainConfig
     from harness.model import Embedder
+    from harness.train.loop import _adamw
 
     sizes = tuple(int(s) for s in args.peak_sizes.split(","))
     peak_bf16, n_bf16 = matmul_peak_gflops(torch.bfloat16, sizes, args.peak_repeats)
@@ -321,7 +322,7 @@ def bench_qwen_mfu(args: argparse.Namespace) -> None:
     model.train()
     tc = TrainConfig(lr=LR, weight_decay=WEIGHT_DECAY, temperature=TEMPERATURE, grad_clip=GRAD_CLIP, bf16=True)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = _adamw(params, tc.lr, tc.weight_decay)  # the optimizer train() builds
     autocast = torch.autocast("cpu", dtype=torch.bfloat16)
     total_params = sum(p.numel() for p in backbone.parameters())
     embedding_params = backbone.get_input_embeddings().weight.numel()  # tied: the only vocab-sized matrix
@@ -368,7 +369,7 @@ def memory_step(mode: str, batch: int, length: int) -> dict[str, Any]:
     import torch
 
     from harness.config import LoraConfig, ModelConfig, TrainConfig, VariantConfig
-    from harness.train.loop import _prepare_model  # the loop's own LoRA / checkpointing set-up
+    from harness.train.loop import _adamw, _prepare_model  # the loop's own set-up and optimizer
 
     tc = TrainConfig(
         batch_size=batch, lr=LR, weight_decay=WEIGHT_DECAY, temperature=TEMPERATURE, grad_clip=GRAD_CLIP,
@@ -385,7 +386,7 @@ def memory_step(mode: str, batch: int, length: int) -> dict[str, Any]:
     loaded = _proc_status_mb("VmRSS") if reset_peak_rss() else None  # after a reset, peak == current RSS
     baseline = loaded if loaded is not None else loaded_peak
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = _adamw(params, tc.lr, tc.weight_decay)  # the optimizer train() builds
     steps = [harness_step(model, optimizer, params, tc, queries, passages, list(range(batch)), (length, length),
                           contextlib.nullcontext()) for _ in range(2)]
     return {"mode": mode, "model_load_mb": (loaded or loaded_peak) - before_load,

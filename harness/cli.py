@@ -34,7 +34,14 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         print(tasks_text(tasks))
         return 0
     print(f"recipe {recipe.name}: {len(recipe.variants)} variants x {len(recipe.seeds)} seed(s) = {len(plans)} runs")
-    run_plans(plans, tasks, show_progress=not args.no_progress)
+    if args.executor == "local":
+        run_plans(plans, tasks, show_progress=not args.no_progress)
+    else:
+        from harness.executors import SlurmOptions, submit_all
+        from harness.paths import cache_root
+
+        submit_all(plans, executor=args.executor, folder=cache_root() / "submitit" / recipe.name,
+                   slurm=SlurmOptions(partition=args.slurm_partition, time_minutes=args.slurm_time))
     from harness.report.leaderboard import write_leaderboard
     from harness.report.report import write_report
     from harness.report.results import load_scores
@@ -204,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "regenerate leaderboard.md.")
     p.add_argument("recipe", help="recipe YAML file, e.g. recipes/quickstart.yaml")
     p.add_argument("--dry-run", action="store_true", help="list variants, hashes, overrides and cache state; run nothing")
+    p.add_argument("--executor", default="local", choices=["local", "slurm", "submitit-local"],
+                   help="local: runs one after another here (default); slurm: one SLURM job per run via submitit "
+                        "(GPUs per job = train.nproc); submitit-local: the same jobs as local processes")
+    p.add_argument("--slurm-partition", help="SLURM partition (with --executor slurm)")
+    p.add_argument("--slurm-time", type=int, default=24 * 60, help="job time limit in minutes (default 1440)")
     _output_args(p)
     p.set_defaults(func=cmd_ablate)
 

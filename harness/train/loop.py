@@ -55,6 +55,15 @@ def micro_batches(rows: list[TrainRow], config: VariantConfig, world: World, cou
     return out[:count]
 
 
+def _adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """The fused AdamW kernel (one pass over all parameters; what sentence-transformers' trainer
+    uses) where this torch build has it, else the default implementation."""
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
 def _lr_lambda(warmup: int, total: int) -> Any:
     def factor(step: int) -> float:
         if step < warmup:
@@ -122,7 +131,7 @@ def train(
 
     steps = planned_steps(config, len(rows), world.size)
     warmup = math.ceil(tc.warmup_ratio * steps)
-    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = _adamw(params, tc.lr, tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, steps))
     batches = micro_batches(rows, config, world, steps * tc.gradient_accumulation)
     dims = tc.matryoshka.dims if tc.matryoshka else None

@@ -22,12 +22,12 @@ negatives under every threshold (arms differ only in which rows survive); a posi
 item at rank `top_k` is kept even if float rounding puts its recomputed score a hair lower.
 
 Search backend: blocked torch matmul + `topk` (blocks of queries, a [block, corpus] score matrix of
-at most ~64M floats). Chosen by measurement (bench/bench_filtering.py, 2 CPU threads, 2000 queries,
-top-128, identical results): torch 0.40 s / 1.17 s / 2.22 s vs FAISS `IndexFlatIP` (KaLM's choice)
-0.22 s / 1.45 s / 2.30 s for corpora of 10k x 384, 50k x 384, 50k x 896 dims. Neither is clearly
-faster, and search is <1% of a teacher pass (encoding dominates: 600 rows took 58 s to encode and
-0.02 s to search), so torch, already installed, it is. FAISS would pay off only on GPUs with
-multi-million-item corpora, which this harness does not target.
+at most ~64M floats). Chosen by measurement (bench/bench_filtering.py, idle 2-core CPU, 2000
+queries, top-128, identical results): torch 0.14 s / 0.60 s / 1.14 s vs FAISS `IndexFlatIP`
+(KaLM's choice) 0.10 s / 0.44 s / 0.92 s for corpora of 10k x 384, 50k x 384, 50k x 896 dims.
+FAISS searches 1.2-1.5x faster, but search is under 0.1% of a teacher pass (encoding dominates:
+1500 rows took 28.8 s to encode and 0.02 s to search), so torch — already a dependency — it is.
+FAISS would pay off on GPUs with multi-million-item corpora, which this harness does not target.
 """
 
 from __future__ import annotations

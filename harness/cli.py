@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.paths import results_root
 
 
 def _setup_env() -> None:
@@ -191,7 +192,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def _output_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results", default=os.environ.get("HARNESS_RESULTS", "results"),
+    p.add_argument("--results", default=str(results_root()),
                    help="results root (default: results, or $HARNESS_RESULTS)")
     p.add_argument("--leaderboard", default="leaderboard.md", help="leaderboard file to regenerate")
     p.add_argument("--no-leaderboard", action="store_true", help="do not regenerate the leaderboard")
@@ -270,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("leaderboard", help="regenerate leaderboard.md from results/",
                        description="Regenerate the leaderboard from every scores.json under the results root.")
-    p.add_argument("--results", default=os.environ.get("HARNESS_RESULTS", "results"), help="results root")
+    p.add_argument("--results", default=str(results_root()), help="results root")
     p.add_argument("--out", default="leaderboard.md", help="output file (default: leaderboard.md)")
     p.set_defaults(func=cmd_leaderboard)
 

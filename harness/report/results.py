@@ -22,7 +22,3 @@ def load_scores(root: Path) -> pd.DataFrame:
             rows.append((recipe, variant_dir.name, int(seed_dir.name.removeprefix("seed-")), task, s["type"],
                          s["main_metric"], float(s["main_score"])))
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
-
-
-def load_units(variant_seed_dir: Path) -> pd.DataFrame:
-    return pd.read_parquet(variant_seed_dir / "units.parquet")

@@ -7,9 +7,15 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError
 from harness.paths import results_root
+
+if TYPE_CHECKING:  # annotations only: the CLI imports heavy modules lazily
+    from harness.config import VariantConfig
+    from harness.pipeline import RunPlan
+    from harness.recipe import Recipe
 
 
 def _setup_env() -> None:
@@ -57,10 +63,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
-def dry_run_text(recipe: object, plans: list) -> str:
-    from harness.recipe import Recipe
-
-    assert isinstance(recipe, Recipe)
+def dry_run_text(recipe: Recipe, plans: list[RunPlan]) -> str:
     lines = [f"recipe {recipe.name} ({recipe.path}), mode {recipe.mode}, seeds {recipe.seeds}",
              f"{len(recipe.variants)} variants, {len(plans)} runs", ""]
     for p in plans:
@@ -76,7 +79,7 @@ def dry_run_text(recipe: object, plans: list) -> str:
     return "\n".join(lines)
 
 
-def load_variant_config(path: Path) -> object:
+def load_variant_config(path: Path) -> VariantConfig:
     """A variant config YAML: a bare config, or a results/<recipe>/<variant>/config.yaml."""
     from pydantic import ValidationError
 
@@ -98,12 +101,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_variant_config(Path(args.config))
     under_torchrun = "WORLD_SIZE" in os.environ
-    if config.train.nproc > 1 and not under_torchrun:  # type: ignore[attr-defined]
-        summary = launch_torchrun(config, show_progress=not args.no_progress)  # type: ignore[arg-type]
+    if config.train.nproc > 1 and not under_torchrun:
+        summary = launch_torchrun(config, show_progress=not args.no_progress)
     else:
-        summary = run_train_stage(config, show_progress=not args.no_progress)  # type: ignore[arg-type]
+        summary = run_train_stage(config, show_progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"checkpoint: {train_stage(config).dir / 'model'}")  # type: ignore[arg-type]
+        print(f"checkpoint: {train_stage(config).dir / 'model'}")
         print(f"summary: {summary}")
     return 0
 

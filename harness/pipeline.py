@@ -75,11 +75,13 @@ def plan(recipe: Recipe, results_root: Path, tasks: dict[str, tuple[Any, str]]) 
     for variant in recipe.variants:
         for seed in recipe.seeds:
             config = variant.run_config(seed)
+            data = data_stage(config)
+            names = variant_tasks(config)
             plans.append(RunPlan(
                 recipe=recipe, variant=variant, seed=seed, config=config,
-                data=data_stage(config), train=train_stage(config),
-                evals={t: eval_stage(config, t, tasks[t][1]) for t in variant_tasks(config)},
-                contamination=contamination_stage(data_stage(config), {t: tasks[t][1] for t in variant_tasks(config)}),
+                data=data, train=train_stage(config),
+                evals={t: eval_stage(config, t, tasks[t][1]) for t in names},
+                contamination=contamination_stage(data, {t: tasks[t][1] for t in names}),
                 results_root=results_root,
             ))
     return plans
@@ -113,7 +115,8 @@ def run_contamination(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any) -
 
     rows = load_rows(p.data.dir / "rows.jsonl")
     texts = [t for r in rows for t in (r.query, *r.pos, *r.neg)]
-    checked = {t: tasks[t][0] for t in p.evals if is_local(tasks[t][0]) or hub_reachable()}
+    hub = any(not is_local(tasks[t][0]) for t in p.evals) and hub_reachable()  # one probe, not one per task
+    checked = {t: tasks[t][0] for t in p.evals if hub or is_local(tasks[t][0])}
     report = contamination_report(texts, checked)
     report["not_checked"] = {t: "evaluation data not available offline" for t in p.evals if t not in checked}
     with atomic.staged_dir(p.contamination.dir) as tmp:

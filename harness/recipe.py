@@ -138,10 +138,8 @@ def _allowed_keys(model: type[BaseModel], loc: list[str]) -> list[str]:
         fields = getattr(current, "model_fields", None)
         if fields is None:
             return []
-        if part in fields:
+        if part in fields:  # else: a free-form mapping key (a source name) — stay on its value type
             current = _inner_model(fields[part].annotation)
-        else:  # a free-form mapping key (e.g. a source name): step into the value type
-            current = current
     return sorted(getattr(current, "model_fields", {}).keys())
 
 
@@ -184,7 +182,7 @@ def _load_raw(path: Path, seen: tuple[Path, ...] = ()) -> tuple[RecipeFile, dict
 
 
 def _split(dotted: str) -> list[str]:
-    return [part for part in dotted.split(".")]
+    return dotted.split(".")
 
 
 def _check_axis_path(path: Path, dotted: str, base: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from harness.report import stats
 from harness.report.plots import axis_plot, delta_heatmap
 from harness.report.results import load_scores
 from harness.report.significance import KEYS, compare_recipe, load_recipe_units, unit_metric
-from harness.report.tables import comparison_markdown, variant_task_means
+from harness.report.tables import comparison_markdown, control_first, variant_task_means
 
 N_RESAMPLES = 2000
 
@@ -109,7 +109,7 @@ def build_report(recipe_dir: Path) -> str:
         raise HarnessError(f"{recipe_dir}: no scores found (expected <variant>/seed-N/scores.json)")
     name = recipe_dir.name
     variants = sorted(scores["variant"].unique())
-    order = ([CONTROL_NAME] if CONTROL_NAME in variants else []) + [v for v in variants if v != CONTROL_NAME]
+    order = control_first(variants)
     seeds = scores.groupby("variant")["seed"].nunique()
     comparisons, summary = compare_recipe(recipe_dir, scores, n_resamples=N_RESAMPLES)
 

@@ -15,7 +15,7 @@ def variant_task_means(scores: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _order(variants: list[str], first: str) -> list[str]:
+def control_first(variants: list[str], first: str = CONTROL_NAME) -> list[str]:
     return ([first] if first in variants else []) + sorted(v for v in variants if v != first)
 
 
@@ -23,7 +23,7 @@ def comparison_markdown(scores: pd.DataFrame, control: str = CONTROL_NAME) -> st
     """Markdown table: score (Δ vs control) per cell; the control row shows plain scores."""
     table = variant_task_means(scores)
     seeds = scores.groupby("variant")["seed"].nunique()
-    order = _order(list(table.index), control)
+    order = control_first(list(table.index), control)
     headers = ["variant", "seeds", *table.columns]
     rows = []
     for variant in order:

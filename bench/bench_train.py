@@ -101,37 +101,35 @@ def filler_texts(n: int, min_tokens: int, seed: int) -> list[str]:
     return [" ".join(rng.choice(words) for _ in range(2 * min_tokens + 8)) for _ in range(n)]
 
 
-def harness_step(model: Any, optimizer: Any, params: list[Any], tc: Any, queries: list[str], passages: list[str],
-                 targets: list[int], lengths: tuple[int, int], autocast: Any) -> dict[str, float]:
-    """One optimizer step exactly as harness/train/loop.py runs it (single process, no accumulation),
-    split into timed phases. Kept in sync by hand: `train()` has no per-step hook to time inside it."""
-    import torch
-
-    from harness.train.gradcache import cached_backward
-    from harness.train.loss import matryoshka_info_nce
-
-    def embed(texts: list[str], max_length: int) -> torch.Tensor:
-        with autocast:
-            return model.embed(texts, max_length)
-
-    def loss_fn(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        return matryoshka_info_nce(q, p, torch.tensor(targets), tc.temperature)
-
+def harness_step(step: Any, queries: list[str], passages: list[str], targets: list[int]) -> dict[str, float]:
+    """One optimizer step through harness.train.step.TrainStep — the very object train() uses —
+    split into timed phases (single process, no accumulation)."""
     t0 = time.perf_counter()
-    optimizer.zero_grad(set_to_none=True)
-    if tc.grad_cache:
-        cached_backward(embed, queries, passages, lengths, loss_fn, tc.grad_cache_chunk)
+    if step.tc.grad_cache:
+        step.micro(queries, passages, targets)
         t1 = t2 = time.perf_counter()  # GradCache interleaves forward and backward
     else:
-        loss = loss_fn(embed(queries, lengths[0]).float(), embed(passages, lengths[1]).float())
+        loss = step.forward_loss(queries, passages, targets)
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
-    if tc.grad_clip:
-        torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-    optimizer.step()
+    step.finish()
     t3 = time.perf_counter()
     return {"forward": t1 - t0, "backward": t2 - t1, "optimizer": t3 - t2, "step": t3 - t0}
+
+
+def make_step(model: Any, tc: Any, lengths: tuple[int, int], bf16: bool) -> Any:
+    """The TrainStep train() builds: fused AdamW where available, constant schedule, one process."""
+    import torch
+
+    from harness.train.distributed import World
+    from harness.train.loop import _adamw
+    from harness.train.step import TrainStep
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _adamw(params, tc.lr, tc.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    return TrainStep(model, params, optimizer, scheduler, tc, World(), bf16=bf16, lengths=lengths)
 
 
 # --- 1. harness vs sentence-transformers ------------------------------------------------------------
@@ -293,21 +291,24 @@ def matmul_peak_gflops(dtype: Any, sizes: tuple[int, ...], repeats: int) -> tupl
 
 
 def bench_qwen_mfu(args: argparse.Namespace) -> None:
-    heading("2. Fraction of the bf16 matmul peak: one harness step of a Qwen2-0.5B-shaped model (bf16 autocast)")
+    heading("2. Fraction of the matmul peak: one harness step of a Qwen2-0.5B-shaped model "
+            "(precision as `bf16: auto` resolves here)")
     import torch
     from transformers import Qwen2Config, Qwen2Model
 
     from harness.backbones import Backbone
     from harness.backbones.qwen_tokenizer import qwen2_tokenizer
     from harness.config import ModelConfig, TrainConfig
+    from harness.devices import cpu_capability, resolve_precision
     from harness.model import Embedder
-    from harness.train.loop import _adamw
 
+    precision = resolve_precision("auto", torch.device("cpu"))
+    print(f"CPU capability {cpu_capability()}; {precision.reason}")
     sizes = tuple(int(s) for s in args.peak_sizes.split(","))
-    peak_bf16, n_bf16 = matmul_peak_gflops(torch.bfloat16, sizes, args.peak_repeats)
-    peak_fp32, n_fp32 = matmul_peak_gflops(torch.float32, sizes, args.peak_repeats)
-    print(f"matmul peak: bf16 {peak_bf16:8.1f} GFLOP/s (n={n_bf16}), fp32 {peak_fp32:8.1f} GFLOP/s (n={n_fp32}); "
-          f"best of {args.peak_repeats} per size {list(sizes)}, torch threads {torch.get_num_threads()}")
+    peak_dtype = torch.bfloat16 if precision.bf16 else torch.float32
+    peak, n_peak = matmul_peak_gflops(peak_dtype, sizes, args.peak_repeats)
+    print(f"matmul peak: {precision.name} {peak:8.1f} GFLOP/s (n={n_peak}); best of {args.peak_repeats} per size "
+          f"{list(sizes)}, torch threads {torch.get_num_threads()}")
 
     started = time.perf_counter()
     torch.manual_seed(0)
@@ -320,10 +321,9 @@ def bench_qwen_mfu(args: argparse.Namespace) -> None:
     model = Embedder(Backbone(backbone, tokenizer, "decoder", source="random init", spec="qwen2-0.5b-shape"),
                      model_config)
     model.train()
-    tc = TrainConfig(lr=LR, weight_decay=WEIGHT_DECAY, temperature=TEMPERATURE, grad_clip=GRAD_CLIP, bf16=True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _adamw(params, tc.lr, tc.weight_decay)  # the optimizer train() builds
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16)
+    tc = TrainConfig(lr=LR, weight_decay=WEIGHT_DECAY, temperature=TEMPERATURE, grad_clip=GRAD_CLIP,
+                     bf16=precision.bf16)
+    step = make_step(model, tc, (args.qwen_tokens, args.qwen_tokens), precision.bf16)
     total_params = sum(p.numel() for p in backbone.parameters())
     embedding_params = backbone.get_input_embeddings().weight.numel()  # tied: the only vocab-sized matrix
     non_embedding = total_params - embedding_params
@@ -342,21 +342,19 @@ def bench_qwen_mfu(args: argparse.Namespace) -> None:
           f"sum(seq^2) = {weight_flops / 1e9:.1f} + {attention_flops / 1e9:.2f} = {flops / 1e9:.1f} GFLOP")
 
     targets = list(range(per_side))
-    lengths = (tokens, tokens)
-    warm = harness_step(model, optimizer, params, tc, queries, passages, targets, lengths, autocast)
+    warm = harness_step(step, queries, passages, targets)
     print(f"warm-up step: {warm['step']:.1f} s (untimed)")
-    phases = [harness_step(model, optimizer, params, tc, queries, passages, targets, lengths, autocast)
-              for _ in range(args.qwen_steps)]
+    phases = [harness_step(step, queries, passages, targets) for _ in range(args.qwen_steps)]
     mean = {k: sum(p[k] for p in phases) / len(phases) for k in phases[0]}
     fwd_bwd = mean["forward"] + mean["backward"]
     print(f"step (mean of {len(phases)}): {mean['step']:.2f} s = forward {mean['forward']:.2f} + backward "
           f"{mean['backward']:.2f} + clip/AdamW {mean['optimizer']:.2f}")
     print(f"achieved: {flops / mean['step'] / 1e9:8.1f} GFLOP/s over the whole step -> "
-          f"{flops / mean['step'] / 1e9 / peak_bf16:.1%} of the bf16 peak (MFU)")
+          f"{flops / mean['step'] / 1e9 / peak:.1%} of the {precision.name} peak (MFU)")
     print(f"          {flops / fwd_bwd / 1e9:8.1f} GFLOP/s over forward + backward only -> "
-          f"{flops / fwd_bwd / 1e9 / peak_bf16:.1%} of the bf16 peak")
+          f"{flops / fwd_bwd / 1e9 / peak:.1%} of the {precision.name} peak")
     print(f"peak RSS of this process so far: {peak_rss_mb() / 1024:.1f} GB (fp32 weights + grads + AdamW state)")
-    del model, backbone, optimizer, params
+    del model, backbone, step
     gc.collect()
 
 
@@ -369,7 +367,7 @@ def memory_step(mode: str, batch: int, length: int) -> dict[str, Any]:
     import torch
 
     from harness.config import LoraConfig, ModelConfig, TrainConfig, VariantConfig
-    from harness.train.loop import _adamw, _prepare_model  # the loop's own set-up and optimizer
+    from harness.train.loop import _prepare_model  # the loop's own set-up
 
     tc = TrainConfig(
         batch_size=batch, lr=LR, weight_decay=WEIGHT_DECAY, temperature=TEMPERATURE, grad_clip=GRAD_CLIP,
@@ -385,14 +383,12 @@ def memory_step(mode: str, batch: int, length: int) -> dict[str, Any]:
     loaded_peak = peak_rss_mb()
     loaded = _proc_status_mb("VmRSS") if reset_peak_rss() else None  # after a reset, peak == current RSS
     baseline = loaded if loaded is not None else loaded_peak
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _adamw(params, tc.lr, tc.weight_decay)  # the optimizer train() builds
-    steps = [harness_step(model, optimizer, params, tc, queries, passages, list(range(batch)), (length, length),
-                          contextlib.nullcontext()) for _ in range(2)]
+    step = make_step(model, tc, (length, length), bf16=False)
+    steps = [harness_step(step, queries, passages, list(range(batch))) for _ in range(2)]
     return {"mode": mode, "model_load_mb": (loaded or loaded_peak) - before_load,
             "growth_mb": peak_rss_mb() - baseline, "peak_reset": loaded is not None,
             "step_s": steps[1]["step"], "first_step_s": steps[0]["step"],
-            "trainable_params": sum(p.numel() for p in params)}
+            "trainable_params": sum(p.numel() for p in step.params)}
 
 
 def bench_memory(args: argparse.Namespace) -> None:

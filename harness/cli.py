@@ -41,6 +41,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         print(tasks_text(tasks))
         return 0
     print(f"recipe {recipe.name}: {len(recipe.variants)} variants x {len(recipe.seeds)} seed(s) = {len(plans)} runs")
+    print(machine_text(recipe.base))
     if args.executor == "local":
         run_plans(plans, tasks, show_progress=not args.no_progress)
     else:
@@ -77,6 +78,31 @@ def dry_run_text(recipe: Recipe, plans: list[RunPlan]) -> str:
                      f"train {'yes' if cached['train'] else 'no'} ({p.train.hash}), "
                      f"eval {eval_done}/{len(evals)} tasks")
     return "\n".join(lines)
+
+
+def machine_text(config: VariantConfig) -> str:
+    """Where this run computes and in which precision (train and eval), with the CPU's vector ISA."""
+    from harness.devices import describe, resolve_device, resolve_precision
+
+    lines = []
+    for phase, section in (("train", config.train), ("eval", config.eval)):
+        device = resolve_device(section.device)
+        lines.append(f"{phase}: {describe(device, resolve_precision(section.bf16, device))}")
+    return "\n".join(lines)
+
+
+def _device_arg(value: str) -> str:
+    import re
+
+    from harness.devices import DEVICE_PATTERN
+
+    if not re.match(DEVICE_PATTERN, value):
+        raise argparse.ArgumentTypeError(f"{value!r}: allowed values are auto, cpu, cuda, cuda:N, mps")
+    return value
+
+
+def _bf16_arg(value: str) -> bool | str:
+    return {"auto": "auto", "true": True, "false": False}[value]
 
 
 def load_variant_config(path: Path) -> VariantConfig:
@@ -131,7 +157,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not args.tasks and not args.benchmark:
         raise HarnessError("eval: name --tasks and/or --benchmark (e.g. --benchmark \"MTEB(Africa, v1, lite)\")")
     eval_config = EvalConfig(tasks=args.tasks or [], benchmarks=args.benchmark or [], batch_size=args.batch_size,
-                             bf16=args.bf16)
+                             bf16=_bf16_arg(args.bf16), device=args.device)
     check_names(eval_config)
     model = ModelConfig(backbone=args.model, pooling=args.pooling, instructions=not args.no_instructions,
                         query_max_length=args.max_length, passage_max_length=args.max_length)
@@ -241,7 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-instructions", action="store_true", help="do not prepend KaLM's query instructions")
     p.add_argument("--max-length", type=int, default=256, help="max tokens per text (default 256)")
     p.add_argument("--batch-size", type=int, default=64, help="encoding batch size")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast while encoding (faster on bf16 hardware)")
+    p.add_argument("--bf16", nargs="?", const="true", default="auto", choices=["auto", "true", "false"],
+                   help="bf16 autocast while encoding: auto (default) = only where the device runs bf16 natively; "
+                        "--bf16 alone forces it")
+    p.add_argument("--device", default="auto", type=_device_arg, help="auto (default: cuda when available, else cpu), cpu, cuda, cuda:N")
     p.add_argument("--dry-run", action="store_true", help="list the tasks (type, languages, where the data lives); run nothing")
     _output_args(p)
     p.set_defaults(func=cmd_eval)

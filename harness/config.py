@@ -11,7 +11,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from harness.devices import DEVICE_PATTERN
+
 KALM_INSTRUCTION_TEMPLATE = "Instruct: {instruction} \n Query: "
+
+DEVICE_HELP = "auto (cuda:LOCAL_RANK under torchrun, cuda when available, else cpu), cpu, cuda, cuda:N, mps"
+BF16_HELP = ("bf16 autocast: auto = only where the device runs bf16 natively (CUDA with bf16 support, a CPU with "
+             "AVX512_BF16/AMX or a calibration showing bf16 no slower than float32), true = always, false = never")
 
 SourceKind = Literal["stdlib-code", "cldr-bitext", "febrl-tuples", "table-columns", "flag-jsonl", "parquet",
                      "hf-dataset", "synth"]
@@ -85,6 +91,8 @@ class FilterConfig(_Strict):
     window: tuple[int, int] = Field((50, 100), description="teacher ranks [lo, hi) to mine negatives from")
     depth: int = Field(128, ge=1, description="ranks kept by the teacher pass")
     max_length: int = Field(256, ge=4)
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description=DEVICE_HELP)
+    bf16: bool | Literal["auto"] = Field("auto", description=BF16_HELP)
 
     @model_validator(mode="after")
     def _window(self) -> FilterConfig:
@@ -161,7 +169,10 @@ class TrainConfig(_Strict):
         0.0, ge=0, le=1, description="semi-homogeneous task batches: share of a batch from one task")
     matryoshka: MatryoshkaConfig | None = None
     lora: LoraConfig | None = None
-    bf16: bool = Field(False, description="bf16 autocast")
+    bf16: bool | Literal["auto"] = Field("auto", description=BF16_HELP)
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description=DEVICE_HELP)
+    export_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="dtype of the saved weights (training always keeps float32 master weights)")
     gradient_checkpointing: bool = False
     grad_cache: bool = Field(False, description="GradCache: large contrastive batches in small memory")
     grad_cache_chunk: int = Field(16, ge=1, description="texts per forward pass under grad_cache")
@@ -177,7 +188,8 @@ class EvalConfig(_Strict):
     benchmarks: list[str] = Field(default_factory=list,
                                   description='mteb benchmark names, e.g. "MTEB(Africa, v1, lite)" / AfriMTEB-Lite')
     batch_size: int = Field(64, ge=1)
-    bf16: bool = Field(False, description="bf16 autocast for encoding (faster on bf16 CPUs and GPUs)")
+    bf16: bool | Literal["auto"] = Field("auto", description=BF16_HELP)
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description=DEVICE_HELP)
 
     @model_validator(mode="after")
     def _non_empty(self) -> EvalConfig:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 CACHE_ENV = "HARNESS_CACHE"
+MACHINE_CACHE_ENV = "HARNESS_MACHINE_CACHE"
 RESULTS_ENV = "HARNESS_RESULTS"
 
 
@@ -23,3 +24,14 @@ def cache_root() -> Path:
 def results_root() -> Path:
     """`$HARNESS_RESULTS`, else `./results` (the repo's results/ folder when run from its root)."""
     return Path(os.environ.get(RESULTS_ENV, "results"))
+
+
+def machine_cache_root() -> Path:
+    """Facts about this machine (the CPU's bf16 calibration), shared by every stage cache on it.
+
+    `$HARNESS_MACHINE_CACHE`, else `$XDG_CACHE_HOME/harness-machine`, else `~/.cache/harness-machine`.
+    """
+    if os.environ.get(MACHINE_CACHE_ENV):
+        return Path(os.environ[MACHINE_CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "harness-machine"

@@ -144,13 +144,12 @@ def run_eval(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any, show_progr
     from harness.evaluate.cached import run_cached_eval
 
     def make_encoder() -> Any:
-        from harness.evaluate.encoder import HarnessEncoder
+        from harness.evaluate.encoder import build_encoder
         from harness.model import Embedder
 
         embedder = Embedder.from_config(p.config.model, checkpoint=p.train.dir / "model")
-        return HarnessEncoder(embedder, name=p.model_name, revision=p.train.hash,
-                              batch_size=p.config.eval.batch_size, show_progress=show_progress,
-                              bf16=p.config.eval.bf16)
+        return build_encoder(embedder, p.config.eval, name=p.model_name, revision=p.train.hash,
+                             show_progress=show_progress, log=log)
 
     run_cached_eval(make_encoder, {t: tasks[t][0] for t in p.evals}, p.evals, log)
 
@@ -167,9 +166,14 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def publish(p: RunPlan) -> None:
+def publish(p: RunPlan, log: Any = print) -> None:
     """Copy the small, human-readable part of each stage into results/<recipe>/<variant>/seed-N/."""
+    from collections import Counter
+
     import pandas as pd
+
+    from harness.budget import instruction_budget
+    from harness.data.rows import load_rows
 
     vdir = variant_dir(p.recipe, p.variant, p.results_root)
     atomic.write_text(vdir / "config.yaml", yaml.safe_dump({
@@ -179,6 +183,10 @@ def publish(p: RunPlan) -> None:
     out = p.results_dir
     card = json.loads((p.data.dir / "card.json").read_text(encoding="utf-8"))
     card["contamination"] = json.loads((p.contamination.dir / "contamination.json").read_text(encoding="utf-8"))
+    instructions = Counter(r.instruction for r in load_rows(p.data.dir / "rows.jsonl") if r.instruction)
+    card["instruction_budget"] = instruction_budget(p.config.model, instructions)
+    for warning in card["instruction_budget"]["warnings"]:
+        log(f"  warning: {warning}")
     atomic.write_json(out / "data_card.json", card)
     atomic.write_bytes(out / "train_log.jsonl", (p.train.dir / "log.jsonl").read_bytes())
     atomic.write_bytes(out / "train_summary.json", (p.train.dir / "summary.json").read_bytes())
@@ -186,9 +194,13 @@ def publish(p: RunPlan) -> None:
     atomic.write_json(out / "scores.json", {"model_name": p.model_name, "seed": p.seed, "tasks": scores})
     units = pd.concat([pd.read_parquet(s.dir / "units.parquet") for s in p.evals.values()], ignore_index=True)
     atomic.write_parquet(out / "units.parquet", units)
+    summary = json.loads((p.train.dir / "summary.json").read_text(encoding="utf-8"))
     atomic.write_json(out / "run.json", {
         "stages": {"data": p.data.hash, "train": p.train.hash, **{f"eval:{t}": s.hash for t, s in p.evals.items()}},
         "checkpoint": str(p.train.dir / "model"),
+        "precision": {"train": p.train.key["precision"],
+                      "eval": sorted({s.key["precision"] for s in p.evals.values()})},
+        "device": {"train": summary.get("device")},
         "versions": _versions(),
     })
 
@@ -201,5 +213,5 @@ def run_plans(plans: list[RunPlan], tasks: dict[str, tuple[Any, str]], *, log: A
         run_data(p, tasks, log)
         run_train(p, log, show_progress)
         run_eval(p, tasks, log, show_progress)
-        publish(p)
+        publish(p, log)
     return time.perf_counter() - started

@@ -3,6 +3,12 @@
 A stage's key holds exactly the config slice it depends on plus the hashes of the stages it
 reads, so changing an axis invalidates only what is downstream. A stage folder appears by
 atomic rename when complete; a half-done stage is simply absent and is redone.
+
+Precision is part of the train and eval keys as it *ran*: `bf16: auto` resolves per machine
+(harness.devices), so the same recipe trains in bf16 on an A100 and in float32 on an AVX2 laptop,
+and those are different stages. A stage asked for with `auto` is looked up under this machine's
+precision first, then under the other one, so a SLURM parent on a CPU login node finds what its
+GPU jobs computed; when neither exists it is computed in this machine's precision.
 """
 
 from __future__ import annotations
@@ -15,7 +21,16 @@ from harness.config import VariantConfig
 from harness.hashing import content_hash
 from harness.paths import cache_root
 
-STAGE_VERSION = 1  # bump when a stage's output format or semantics change
+# Bump a kind's version when its output format or semantics change (old caches are then ignored).
+STAGE_VERSIONS: dict[str, int] = {
+    # 2: the filter teacher keyed by its contents and precision
+    "data": 2,
+    "contamination": 1,
+    # 2: float32 master weights, precision in the key, backbone folders keyed by content
+    "train": 2,
+    # 2: precision in the key
+    "eval": 2,
+}
 
 
 @dataclass(frozen=True)
@@ -25,7 +40,8 @@ class Stage:
     hash: str = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hash", content_hash({"stage": self.kind, "v": STAGE_VERSION, **self.key}))
+        version = STAGE_VERSIONS.get(self.kind, 1)
+        object.__setattr__(self, "hash", content_hash({"stage": self.kind, "v": version, **self.key}))
 
     @property
     def dir(self) -> Path:
@@ -36,20 +52,49 @@ class Stage:
 
 
 def data_stage(config: VariantConfig) -> Stage:
-    return Stage("data", {"data": config.data.model_dump(mode="json")})
+    data = config.data.model_dump(mode="json")
+    spec = config.data.filter
+    if spec is None:
+        return Stage("data", {"data": data})
+    from harness.backbones.fingerprint import backbone_identity
+
+    # The teacher is keyed by its weights and the precision its pass ran in, not by device.
+    data["filter"] = {k: v for k, v in data["filter"].items() if k not in ("device", "bf16")}
+    data["filter"]["teacher"] = backbone_identity(spec.teacher)
+    return _first_done([Stage("data", {"data": data, "teacher_precision": precision})
+                        for precision in precisions_to_try(spec.bf16, spec.device)])
+
+
+def precisions_to_try(setting: bool | str, device_spec: str) -> list[str]:
+    """Precision names to look a stage up under: this machine's first; both when the recipe says auto."""
+    from harness.devices import resolve_device, resolve_precision
+
+    local = resolve_precision(setting, resolve_device(device_spec)).name  # type: ignore[arg-type]
+    if setting != "auto":
+        return [local]
+    return [local, "fp32" if local == "bf16" else "bf16"]
+
+
+def _first_done(candidates: list[Stage]) -> Stage:
+    return next((s for s in candidates if s.done()), candidates[0])
 
 
 def train_stage(config: VariantConfig) -> Stage:
-    return Stage("train", {
-        "data": data_stage(config).hash,
-        "model": config.model.model_dump(mode="json"),
-        # how often we log or checkpoint changes no weight: not part of the key
-        "train": config.train.model_dump(mode="json", exclude={"log_every", "checkpoint_every"}),
-    })
+    from harness.backbones.fingerprint import backbone_identity
+
+    model = config.model.model_dump(mode="json")
+    model["backbone"] = backbone_identity(config.model.backbone)
+    # how often we log or checkpoint, and which device runs it, change no weight: not in the key
+    train = config.train.model_dump(mode="json", exclude={"log_every", "checkpoint_every", "device", "bf16"})
+    return _first_done([
+        Stage("train", {"data": data_stage(config).hash, "model": model, "train": train, "precision": precision})
+        for precision in precisions_to_try(config.train.bf16, config.train.device)
+    ])
 
 
 def eval_stage(config: VariantConfig, task_name: str, task_revision: str) -> Stage:
-    key = {"train": train_stage(config).hash, "task": task_name, "revision": task_revision}
-    if config.eval.bf16:  # only when on, so fp32 stages keep their hashes
-        key["bf16"] = True
-    return Stage("eval", key)
+    train = train_stage(config).hash
+    return _first_done([
+        Stage("eval", {"train": train, "task": task_name, "revision": task_revision, "precision": precision})
+        for precision in precisions_to_try(config.eval.bf16, config.eval.device)
+    ])

@@ -1,6 +1,6 @@
 """The full-scale KaLM recipe's code path on this CPU: a local Qwen2 folder stands in for
 Qwen/Qwen2-0.5B (same loader), `extends: kalm-v1.yaml` keeps every KaLM setting that fits
-(bf16, gradient checkpointing, Matryoshka, hard negatives, checkpoints, both attention modes);
+(bf16: auto, gradient checkpointing, Matryoshka, hard negatives, checkpoints, both attention modes);
 and a variant with `train.nproc: 2` goes through torchrun (gloo) from `ablate`."""
 
 from __future__ import annotations
@@ -88,10 +88,20 @@ ablate:
                  "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert out.count("trained: 3 steps") == 2
+    # kalm-v1 says `bf16: auto`: bf16 only where this machine runs it natively, and it says which
+    import torch
+
+    from harness.devices import resolve_precision
+
+    expected = resolve_precision("auto", torch.device("cpu"))
+    assert f"train: device cpu (" in out and f"precision {expected.name}" in out
     for variant, attention in (("base", "causal"), ("attention=bidirectional", "bidirectional")):
         run = results / "kalm-small" / variant / "seed-0"
         summary = json.loads((run / "train_summary.json").read_text())
         assert summary["steps"] == 3
+        assert summary["precision"] == expected.name and summary["device"] == "cpu"
+        assert json.loads((run / "run.json").read_text())["precision"] == {"train": expected.name,
+                                                                            "eval": [expected.name]}
         checkpoint = Path(json.loads((run / "run.json").read_text())["checkpoint"])
         meta = json.loads((checkpoint / "harness_embedder.json").read_text())
         assert meta["matryoshka_dims"] == [64, 32] and meta["attention"] == attention

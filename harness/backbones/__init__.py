@@ -58,14 +58,21 @@ def is_decoder(config: Any) -> bool:
 
 
 def load_backbone(spec: str, *, trust_remote_code: bool = False) -> Backbone:
-    """Load model + tokenizer. Decoders get left padding so last-token pooling is one index."""
+    """Load model + tokenizer. Decoders get left padding so last-token pooling is one index.
+
+    Weights are always loaded in float32, whatever dtype they are stored in (Qwen2-0.5B is stored
+    in bf16): training needs float32 master weights (AdamW's 1e-5 steps vanish in bf16), and bf16
+    compute comes only through autocast where the device runs it natively (harness.devices).
+    """
+    import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     source = resolve_path(spec)
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-        model = AutoModel.from_pretrained(source, config=config, trust_remote_code=trust_remote_code)
+        model = AutoModel.from_pretrained(source, config=config, trust_remote_code=trust_remote_code,
+                                          dtype=torch.float32)
     except OSError as exc:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         hint = (

@@ -159,23 +159,30 @@ def filter_rows(rows: list[TrainRow], config: DataConfig) -> tuple[list[TrainRow
     from harness.data.filtering import apply_filter, cached_teacher_pass
     from harness.paths import cache_root
 
+    from harness.backbones.fingerprint import backbone_identity
+    from harness.devices import resolve_device, resolve_precision
+
     spec = config.filter
     assert spec is not None
     teacher_config = ModelConfig(backbone=spec.teacher, pooling=spec.teacher_pooling, instructions=False,
                                  query_max_length=spec.max_length, passage_max_length=spec.max_length)
+    device = resolve_device(spec.device)
+    precision = resolve_precision(spec.bf16, device)
     teacher: list[Any] = []
 
     def embed(texts: list[str], side: str) -> Any:
         if not teacher:
             from harness.model import Embedder
 
-            teacher.append(Embedder.from_config(teacher_config))
-        return teacher[0].encode(texts, max_length=spec.max_length, batch_size=64)
+            teacher.append(Embedder.from_config(teacher_config).to(device))
+        return teacher[0].encode(texts, max_length=spec.max_length, batch_size=64, bf16=precision.bf16)
 
-    teacher_id = content_hash({"teacher": spec.teacher, "pooling": spec.teacher_pooling, "max_length": spec.max_length})
+    # The teacher's weights (a folder is keyed by its contents) and the precision it ran in.
+    teacher_id = content_hash({"teacher": backbone_identity(spec.teacher), "pooling": spec.teacher_pooling,
+                               "max_length": spec.max_length, "precision": precision.name})
     ranking = cached_teacher_pass(rows, embed, teacher_id, cache_root(), depth=spec.depth)
     kept, report = apply_filter(rows, ranking, top_k=spec.top_k, negatives=config.hard_negatives,
                                 window=tuple(spec.window), seed=config.seed)
-    report["teacher"] = {"spec": spec.teacher, "id": teacher_id, "ranking": ranking.key,
+    report["teacher"] = {"spec": spec.teacher, "id": teacher_id, "ranking": ranking.key, "precision": precision.name,
                          "teacher_pass": ranking.stats.get("cache")}
     return kept, report

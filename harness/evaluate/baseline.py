@@ -20,13 +20,10 @@ BASELINES = "baselines"
 
 
 def model_identity(spec: str, model: ModelConfig) -> dict[str, Any]:
-    """What decides a baseline's embeddings: the spec, its settings, and for a folder its weights."""
-    identity: dict[str, Any] = {"spec": spec, "model": model.model_dump(mode="json")}
-    folder = Path(spec).expanduser()
-    if folder.is_dir():
-        identity["files"] = {p.name: p.stat().st_size for p in sorted(folder.glob("*.safetensors"))}
-        identity["config"] = (folder / "config.json").read_text(encoding="utf-8") if (folder / "config.json").is_file() else ""
-    return identity
+    """What decides a baseline's embeddings: the spec, its settings, and for a folder its contents."""
+    from harness.backbones.fingerprint import backbone_identity
+
+    return {"spec": spec, "model": model.model_dump(mode="json"), "backbone": backbone_identity(spec)}
 
 
 def slug(spec: str) -> str:
@@ -35,6 +32,7 @@ def slug(spec: str) -> str:
 
 def evaluate_baseline(spec: str, model: ModelConfig, eval_config: EvalConfig, results_root: Path, *,
                       log: Any = print, show_progress: bool = True) -> Path:
+    from harness.devices import resolve_device, resolve_precision
     from harness.evaluate.cached import run_cached_eval
     from harness.evaluate.resolve import resolve_tasks
 
@@ -42,9 +40,11 @@ def evaluate_baseline(spec: str, model: ModelConfig, eval_config: EvalConfig, re
     identity = {"spec": RANDOM_BASELINE} if is_random else model_identity(spec, model)
     model_hash = content_hash(identity)
     tasks = resolve_tasks(eval_config)
-    bf16 = {"bf16": True} if eval_config.bf16 else {}
+    device = resolve_device(eval_config.device)
+    precision = resolve_precision(eval_config.bf16, device)
     stages = {name: Stage("eval", {"baseline": model_hash, "task": name,
-                                   "revision": str(task.metadata.dataset.get("revision")), **bf16})
+                                   "revision": str(task.metadata.dataset.get("revision")),
+                                   "precision": precision.name})
               for name, task in tasks.items()}
 
     def make_encoder() -> Any:
@@ -52,11 +52,11 @@ def evaluate_baseline(spec: str, model: ModelConfig, eval_config: EvalConfig, re
             import mteb
 
             return mteb.get_model(RANDOM_BASELINE)
-        from harness.evaluate.encoder import HarnessEncoder
+        from harness.evaluate.encoder import build_encoder
         from harness.model import Embedder
 
-        return HarnessEncoder(Embedder.from_config(model), name=f"harness-baseline/{slug(spec)}", revision=model_hash,
-                              batch_size=eval_config.batch_size, show_progress=show_progress, bf16=eval_config.bf16)
+        return build_encoder(Embedder.from_config(model), eval_config, name=f"harness-baseline/{slug(spec)}",
+                             revision=model_hash, show_progress=show_progress, log=log)
 
     run_cached_eval(make_encoder, tasks, stages, log)
     name = "random-encoder" if is_random else slug(spec)

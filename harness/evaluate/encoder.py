@@ -6,6 +6,7 @@ can never hand one variant's scores to another (mteb2.md, pitfall 1).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from mteb.types import PromptType
 
 from harness.evaluate.tasks import task_instruction
 from harness.instructions import RETRIEVAL
-from harness.model import Embedder, format_query
+from harness.model import Embedder, format_query, instruction_budget_warning, query_tokens_left
 
 QUERY_SIDE_TYPES = {"Retrieval", "Reranking", "InstructionRetrieval", "InstructionReranking"}
 ALL_INPUT_TYPES = {"Classification", "MultilabelClassification", "Clustering"}
@@ -36,11 +37,15 @@ def kalm_instruction(task_metadata: Any, prompt_type: PromptType | None) -> str 
 
 class HarnessEncoder(AbsEncoder):
     def __init__(self, embedder: Embedder, *, name: str, revision: str, batch_size: int = 64,
-                 show_progress: bool = True, bf16: bool = False) -> None:
+                 show_progress: bool = True, bf16: bool = False, log: Callable[[str], None] = print,
+                 replicas: Sequence[Embedder] = ()) -> None:
         self.model = embedder
+        self.replicas = list(replicas)
         self.batch_size = batch_size
         self.bf16 = bf16
         self.show_progress = show_progress
+        self.log = log
+        self._budget_checked: set[tuple[str, str]] = set()
         cfg = embedder.config
         self.mteb_model_meta = ModelMeta(
             loader=None, name=name, revision=revision, release_date=None, languages=None,
@@ -55,10 +60,37 @@ class HarnessEncoder(AbsEncoder):
         texts = [text for batch in inputs for text in batch["text"]]
         cfg = self.model.config
         instruction = kalm_instruction(task_metadata, prompt_type) if cfg.instructions else None
-        if instruction:
-            texts = [format_query(t, instruction, cfg.instruction_template) for t in texts]
         max_length = cfg.query_max_length if prompt_type == PromptType.query else cfg.passage_max_length
+        if instruction:
+            self._check_budget(task_metadata.name, instruction, max_length)
+            texts = [format_query(t, instruction, cfg.instruction_template) for t in texts]
         side = prompt_type.value if prompt_type else "text"
         return self.model.encode(texts, max_length=max_length, batch_size=self.batch_size,
-                                 show_progress=self.show_progress, bf16=self.bf16,
+                                 show_progress=self.show_progress, bf16=self.bf16, replicas=self.replicas,
                                  desc=f"{task_metadata.name}/{hf_subset}/{side}")
+
+    def _check_budget(self, task: str, instruction: str, max_length: int) -> None:
+        """Warn once per (task, instruction) when the instruction leaves almost no room for the text."""
+        if (task, instruction) in self._budget_checked:
+            return
+        self._budget_checked.add((task, instruction))
+        left = query_tokens_left(self.model.tokenizer, self.model.config.instruction_template, instruction, max_length)
+        warning = instruction_budget_warning(left, instruction, max_length, f"warning: eval task {task}")
+        if warning:
+            self.log(f"  {warning}")
+
+
+def build_encoder(embedder: Embedder, eval_config: Any, *, name: str, revision: str, show_progress: bool = True,
+                  log: Callable[[str], None] = print) -> HarnessEncoder:
+    """The encoder an eval job runs: on `eval.device` (every visible GPU when `auto` finds several:
+    one replica each), in the precision `eval.bf16` resolves to there; says both in the log."""
+    from harness.devices import describe, encode_devices, resolve_precision
+
+    devices = encode_devices(eval_config.device)
+    precision = resolve_precision(eval_config.bf16, devices[0])
+    where = describe(devices[0], precision) + (f"; data-parallel on {len(devices)} GPUs" if len(devices) > 1 else "")
+    log(f"  eval   {where}")
+    embedder = embedder.to(devices[0])
+    return HarnessEncoder(embedder, name=name, revision=revision, batch_size=eval_config.batch_size,
+                          show_progress=show_progress, bf16=precision.bf16, log=log,
+                          replicas=embedder.replicate(devices[1:]))

@@ -19,6 +19,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    joined: bool = False  # a process group exists (always under torchrun, even with one process)
 
     @property
     def is_main(self) -> bool:
@@ -26,21 +27,28 @@ class World:
 
     @property
     def distributed(self) -> bool:
-        return self.size > 1
+        """Collectives run: several processes, or one process that torchrun put in a group (so a
+        one-GPU job exercises the same NCCL code path as eight)."""
+        return self.size > 1 or self.joined
 
 
-def init_from_env() -> World:
-    """Join the process group torchrun describes (NCCL on GPU, gloo on CPU); one process otherwise."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size == 1:
+def init_from_env(device: torch.device | None = None) -> World:
+    """Join the process group torchrun describes (also a one-process one); no group outside torchrun.
+
+    The backend follows the device the tensors live on — NCCL for CUDA, gloo for everything else —
+    not merely whether a GPU exists (a CPU run on a GPU machine must not pick NCCL).
+    """
+    from harness.devices import process_group_backend
+
+    if "WORLD_SIZE" not in os.environ or "MASTER_ADDR" not in os.environ:  # not under torchrun: no group
         return World()
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
+    device = device if device is not None else torch.device("cpu")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-    return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device if device.index is not None else local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=process_group_backend(device))
+    return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local_rank, joined=True)
 
 
 def gather_with_grad(tensor: torch.Tensor, world: World) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -56,7 +64,7 @@ def gather_with_grad(tensor: torch.Tensor, world: World) -> tuple[torch.Tensor, 
     from torch.distributed.nn.functional import all_gather
 
     counts = [torch.zeros((), dtype=torch.long, device=tensor.device) for _ in range(world.size)]
-    dist.all_gather(counts, torch.tensor(n, device=tensor.device))
+    dist.all_gather(counts, torch.tensor(n, dtype=torch.long).to(tensor.device))
     sizes = [int(c) for c in counts]
     biggest = max(sizes)
     padded = torch.cat([tensor, tensor.new_zeros(biggest - n, *tensor.shape[1:])]) if n < biggest else tensor
@@ -80,11 +88,13 @@ def average_gradients(parameters: list[torch.nn.Parameter], world: World) -> Non
         grad.copy_(synced)
 
 
-def mean_over_ranks(value: float, world: World) -> float:
-    """The global mean of a per-rank scalar (each rank's loss is the mean over its own queries)."""
+def mean_over_ranks(value: float, world: World, device: torch.device | None = None) -> float:
+    """The global mean of a per-rank scalar (each rank's loss is the mean over its own queries).
+
+    The scalar travels on `device` (NCCL cannot reduce CPU tensors)."""
     if not world.distributed:
         return value
-    tensor = torch.tensor(value, dtype=torch.float64)
+    tensor = torch.tensor(value, dtype=torch.float64).to(device if device is not None else "cpu")
     dist.all_reduce(tensor)
     return float(tensor) / world.size
 

@@ -10,7 +10,6 @@ uninterrupted one does.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import time
@@ -23,12 +22,12 @@ from tqdm.auto import tqdm
 from harness.config import VariantConfig
 from harness.data.rows import TrainRow
 from harness.data.sampler import SemiHomogeneousBatchSampler
+from harness.devices import Precision, resolve_device, resolve_precision
 from harness.errors import HarnessError
 from harness.model import Embedder, format_query
 from harness.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from harness.train.distributed import World, average_gradients, gather_with_grad, mean_over_ranks
-from harness.train.gradcache import cached_backward
-from harness.train.loss import matryoshka_info_nce
+from harness.train.distributed import World, mean_over_ranks
+from harness.train.step import TrainStep
 
 
 def planned_steps(config: VariantConfig, n_rows: int, world_size: int = 1) -> int:
@@ -57,11 +56,19 @@ def micro_batches(rows: list[TrainRow], config: VariantConfig, world: World, cou
 
 def _adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
     """The fused AdamW kernel (one pass over all parameters; what sentence-transformers' trainer
-    uses) where this torch build has it, else the default implementation."""
+    uses) where this torch build has it for the parameters' device, else the default implementation."""
     try:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        fused = all(p.device.type in _get_fused_kernels_supported_devices() for p in params)
+    except ImportError:  # pragma: no cover - older torch
+        fused = False
+    if fused:
+        try:
+            return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            pass
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 def _lr_lambda(warmup: int, total: int) -> Any:
@@ -117,15 +124,20 @@ def train(
     world: World | None = None,
     show_progress: bool = True,
     stop_after: int | None = None,
+    device: torch.device | None = None,
+    precision: Precision | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Train one variant; rank 0 saves it to `output_dir`. `work_dir` holds resumable checkpoints.
+    """Train one variant on `device` (default: `train.device` resolved here); rank 0 saves it to
+    `output_dir`. `work_dir` holds resumable checkpoints.
 
     Returns (log, summary). `stop_after` ends the loop early (tests of resume), saving nothing.
     """
     world = world or World()
     tc, mc = config.train, config.model
+    device = device or resolve_device(tc.device)
+    precision = precision or resolve_precision(tc.bf16, device)
     torch.manual_seed(tc.seed + world.rank)
-    model = _prepare_model(config)
+    model = _prepare_model(config).to(device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
 
@@ -135,7 +147,6 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, steps))
     batches = micro_batches(rows, config, world, steps * tc.gradient_accumulation)
     dims = tc.matryoshka.dims if tc.matryoshka else None
-    weights = tc.matryoshka.weights if tc.matryoshka else None
     if dims and max(dims) > model.dim:
         raise HarnessError(f"train.matryoshka.dims {dims}: the backbone has only {model.dim} dimensions")
 
@@ -143,41 +154,18 @@ def train(
     if work_dir is not None and (ckpt := latest_checkpoint(work_dir)) is not None:
         start, log = load_checkpoint(ckpt, model, optimizer, scheduler)
 
-    def loss_fn(q: torch.Tensor, p: torch.Tensor, targets: list[int]) -> torch.Tensor:
-        gathered, mask, offset = gather_with_grad(p, world)
-        target = torch.tensor(targets, device=q.device) + offset
-        return matryoshka_info_nce(q, gathered, target, tc.temperature, dims, weights, mask)
-
-    def embed(texts: list[str], max_length: int) -> torch.Tensor:
-        with autocast:
-            return model.embed(texts, max_length)
-
-    device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    autocast = torch.autocast(device_type, dtype=torch.bfloat16) if tc.bf16 else contextlib.nullcontext()
+    step_fn = TrainStep(model, params, optimizer, scheduler, tc, world, bf16=precision.bf16,
+                        lengths=(mc.query_max_length, mc.passage_max_length))
     started = time.perf_counter()
     bar = tqdm(range(start + 1, steps + 1), desc="train", disable=not (show_progress and world.is_main),
                initial=start, total=steps)
     for step in bar:
-        optimizer.zero_grad(set_to_none=True)
         losses = []
         for micro in range((step - 1) * tc.gradient_accumulation, step * tc.gradient_accumulation):
             queries, passages, targets = _texts(rows, batches[micro], config, micro)
-            if tc.grad_cache:
-                loss = cached_backward(embed, queries, passages, (mc.query_max_length, mc.passage_max_length),
-                                       lambda q, p, t=targets: loss_fn(q, p, t) / tc.gradient_accumulation,
-                                       tc.grad_cache_chunk)
-            else:
-                q = embed(queries, mc.query_max_length).float()
-                p = embed(passages, mc.passage_max_length).float()
-                loss = loss_fn(q, p, targets) / tc.gradient_accumulation
-                loss.backward()
-            losses.append(loss.item())
-        average_gradients(params, world)
-        if tc.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        step_loss = mean_over_ranks(sum(losses), world)
+            losses.append(step_fn.micro(queries, passages, targets))
+        step_fn.finish()
+        step_loss = mean_over_ranks(float(torch.stack(losses).sum()), world, device)
         bar.set_postfix(loss=f"{step_loss:.4f}")
         if step % tc.log_every == 0 or step == steps:
             log.append({"step": step, "loss": round(step_loss, 6), "lr": scheduler.get_last_lr()[0]})
@@ -189,16 +177,21 @@ def train(
     wall = time.perf_counter() - started
     if world.is_main:
         if tc.lora is not None:
-            model.backbone = model.backbone.merge_and_unload()
-        model.save(output_dir, matryoshka_dims=dims)
+            model.backbone = model.backbone.merge_and_unload()  # float32 base: the merge loses nothing
+        model.save(output_dir, matryoshka_dims=dims, dtype=tc.export_dtype)
     summary = {
         "steps": steps,
         "resumed_from": start,
         "rows": len(rows),
         "global_batch": tc.batch_size * world.size,
         "processes": world.size,
+        "device": str(device),
+        "precision": precision.name,
+        "precision_reason": precision.reason,
         "final_loss": log[-1]["loss"] if log else None,
         "train_seconds": round(wall, 2),
+        **({"peak_device_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
+           if device.type == "cuda" else {}),
         "examples_per_second": round((steps - start) * tc.gradient_accumulation * tc.batch_size * world.size / wall, 2)
         if wall else None,
     }

@@ -46,13 +46,19 @@ def work_dir(stage: Stage) -> Path:
 def run_train_stage(config: VariantConfig, *, show_progress: bool = True) -> dict[str, Any]:
     """Train (or resume) the variant in this process group; rank 0 publishes the stage folder."""
     from harness.data.rows import load_rows
+    from harness.devices import resolve_device, resolve_precision
     from harness.train.distributed import barrier, init_from_env
     from harness.train.loop import train
 
-    world = init_from_env()
+    device = resolve_device(config.train.device)
+    world = init_from_env(device)
     stage = train_stage(config)
     if stage.done():
         return json.loads((stage.dir / "summary.json").read_text(encoding="utf-8"))
+    precision = resolve_precision(config.train.bf16, device)
+    if precision.name != stage.key["precision"]:  # cannot happen unless ranks see different hardware
+        raise HarnessError(f"train stage {stage.hash} is keyed for {stage.key['precision']} but this process "
+                           f"resolved {precision.name} ({precision.reason})")
     if world.is_main:
         build_data(config)
     barrier(world)
@@ -62,12 +68,14 @@ def run_train_stage(config: VariantConfig, *, show_progress: bool = True) -> dic
     if world.is_main:
         atomic.remove_stale_staging(stage.dir)
         with atomic.staged_dir(stage.dir) as tmp:
-            log, summary = train(config, rows, tmp / "model", work_dir=work, world=world, show_progress=show_progress)
+            log, summary = train(config, rows, tmp / "model", work_dir=work, world=world, show_progress=show_progress,
+                                 device=device, precision=precision)
             atomic.write_text(tmp / "log.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in log))
             atomic.write_json(tmp / "summary.json", summary)
         shutil.rmtree(work, ignore_errors=True)
     else:
-        _, summary = train(config, rows, Path(os.devnull), work_dir=work, world=world, show_progress=False)
+        _, summary = train(config, rows, Path(os.devnull), work_dir=work, world=world, show_progress=False,
+                           device=device, precision=precision)
     barrier(world)
     return summary
 

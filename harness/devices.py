@@ -1,0 +1,265 @@
+"""Where tensors live and in which precision they compute: `device: auto` and `bf16: auto`.
+
+- `resolve_device("auto")` is `cuda:LOCAL_RANK` under torchrun, `cuda` when a GPU is visible, else
+  `cpu`. Every module that builds tensors asks the model for its device; nothing assumes the CPU.
+- `resolve_precision(setting, device)` decides bf16 autocast. `auto` means bf16 only where the device
+  runs it natively — a CUDA GPU with `torch.cuda.is_bf16_supported()`, a CPU that reports AVX512_BF16
+  or AMX, or a CPU whose one-off calibration matmul shows bf16 no slower than float32 — and float32
+  elsewhere: on an AVX2-only CPU bf16 is emulated and ~50x slower than float32. `true` forces bf16
+  with one warning that quotes the measured slowdown. The calibration is cached per machine (CPU
+  model, torch version) in the cache folder, so it runs once.
+
+Master weights are always float32; bf16 only ever enters through autocast (harness.model, the
+training loop), so AdamW's small updates are not rounded away.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    import torch
+
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?|mps)$"
+BF16Setting = bool | Literal["auto"]
+PrecisionName = Literal["bf16", "fp32"]
+# CPU flags (Linux /proc/cpuinfo) that mean bf16 matmuls run in hardware.
+NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+CALIBRATION_VERSION = 2
+_CALIBRATION_SIZE = 256  # 33 MFLOP per matmul: ~3 ms in float32, ~0.2 s where bf16 is emulated
+_CALIBRATION_ROUNDS = 3
+
+
+def local_rank() -> int | None:
+    """This process's GPU index under torchrun (LOCAL_RANK), None outside it."""
+    value = os.environ.get("LOCAL_RANK")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """`auto` -> `cuda:LOCAL_RANK` under torchrun, `cuda` when available, else `cpu`; others as given."""
+    import torch
+
+    if not re.match(DEVICE_PATTERN, spec):
+        raise HarnessError(f"device {spec!r}: allowed values are auto, cpu, cuda, cuda:N, mps")
+    if spec == "auto":
+        if torch.cuda.is_available():
+            rank = local_rank()
+            return torch.device("cuda", rank) if rank is not None else torch.device("cuda")
+        return torch.device("cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HarnessError(f"device {spec!r}: this torch build or machine has no CUDA GPU; use auto or cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise HarnessError(f"device {spec!r}: MPS is not available here; use auto or cpu")
+    return device
+
+
+def encode_devices(spec: str = "auto") -> list[torch.device]:
+    """Devices an evaluation job encodes on: every visible GPU when `auto` finds several (and this
+    process is not one rank of a torchrun group), else the one resolved device."""
+    import torch
+
+    device = resolve_device(spec)
+    if spec == "auto" and device.type == "cuda" and local_rank() is None and torch.cuda.device_count() > 1:
+        return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+    return [device]
+
+
+def process_group_backend(device: torch.device) -> str:
+    """NCCL only moves CUDA tensors; everything else goes through gloo."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The precision a stage computes in, and why."""
+
+    bf16: bool
+    reason: str
+
+    @property
+    def name(self) -> PrecisionName:
+        return "bf16" if self.bf16 else "fp32"
+
+
+def cpu_capability() -> str:
+    """torch's view of the CPU's vector ISA (AVX2, AVX512, ...): timings mean little without it."""
+    import torch
+
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _calibration_file() -> Path:
+    """Per machine (CPU model, vector ISA, torch version), shared by every cache folder on it."""
+    import torch
+
+    from harness.hashing import content_hash
+    from harness.paths import machine_cache_root
+
+    machine = content_hash({"cpu": cpu_model(), "capability": cpu_capability(), "torch": torch.__version__,
+                            "v": CALIBRATION_VERSION})
+    return machine_cache_root() / f"cpu-bf16-{machine}.json"
+
+
+def _time_matmuls(size: int, rounds: int) -> tuple[float, float]:
+    """Best float32 and bf16 times of a size x size matmul, on one thread, interleaved.
+
+    One thread: on a busy 2-core machine two-thread kernels stall on each other and the timing says
+    more about the neighbours than the ISA. Interleaving: both dtypes see the same load. float32 gets
+    more tries (it is cheap), so its best is close to the machine's real speed.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    a32 = torch.randn(size, size, generator=generator)
+    b32 = torch.randn(size, size, generator=generator)
+    a16, b16 = a32.to(torch.bfloat16), b32.to(torch.bfloat16)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    best = {torch.float32: float("inf"), torch.bfloat16: float("inf")}
+    try:
+        with torch.inference_mode():
+            a32 @ b32, a16 @ b16  # warm-up: first calls pay for kernel selection
+            for _ in range(rounds):
+                for _ in range(3):
+                    start = time.perf_counter()
+                    a32 @ b32
+                    best[torch.float32] = min(best[torch.float32], time.perf_counter() - start)
+                start = time.perf_counter()
+                a16 @ b16
+                best[torch.bfloat16] = min(best[torch.bfloat16], time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return best[torch.float32], best[torch.bfloat16]
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_calibration() -> dict[str, Any]:
+    """bf16 vs float32 matmul speed on this CPU, measured once per machine and cached on disk."""
+    import json
+
+    import torch
+
+    from harness import atomic
+
+    path = _calibration_file()
+    if path.is_file():
+        try:
+            return dict(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            pass  # unreadable: measure again
+    flops = 2 * _CALIBRATION_SIZE**3
+    fp32, bf16 = _time_matmuls(_CALIBRATION_SIZE, _CALIBRATION_ROUNDS)
+    result = {
+        "cpu": cpu_model(),
+        "capability": cpu_capability(),
+        "torch": torch.__version__,
+        "matmul": f"{_CALIBRATION_SIZE}x{_CALIBRATION_SIZE}, 1 thread",
+        "fp32_gflops": round(flops / fp32 / 1e9, 2),
+        "bf16_gflops": round(flops / bf16 / 1e9, 2),
+        "bf16_slowdown": round(bf16 / fp32, 2),
+    }
+    try:
+        atomic.write_json(path, result)
+    except OSError:
+        pass  # a read-only cache only costs a re-measurement next time
+    return result
+
+
+def cpu_bf16_native() -> tuple[bool, str]:
+    """Does this CPU run bf16 matmuls natively? Flags first, then the cached calibration."""
+    flags = cpu_flags() & set(NATIVE_BF16_CPU_FLAGS)
+    if flags:
+        return True, f"CPU has {', '.join(sorted(flags))}"
+    calibration = cpu_bf16_calibration()
+    slowdown = float(calibration["bf16_slowdown"])
+    if slowdown <= 1.0:
+        return True, f"calibration: bf16 matmul {1 / slowdown:.1f}x the float32 speed on this CPU"
+    return False, (f"bf16 is emulated on this CPU ({calibration['capability']}): calibration matmul "
+                   f"{slowdown:.1f}x slower than float32")
+
+
+def device_bf16_native(device: torch.device) -> tuple[bool, str]:
+    import torch
+
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        name = torch.cuda.get_device_name(index)
+        if torch.cuda.is_bf16_supported():
+            return True, f"{name} supports bf16"
+        return False, f"{name} has no native bf16 (pre-Ampere GPU)"
+    if device.type == "cpu":
+        return cpu_bf16_native()
+    return False, f"bf16 is not enabled automatically on {device.type}"
+
+
+def resolve_precision(setting: BF16Setting, device: torch.device) -> Precision:
+    """`auto`: bf16 where native; `True`: bf16 (warns once if emulated); `False`: float32."""
+    if setting is False:
+        return Precision(False, "bf16: false")
+    native, why = device_bf16_native(device)
+    if setting == "auto":
+        return Precision(native, f"bf16: auto -> {'bf16' if native else 'float32'} ({why})")
+    if not native:
+        _warn_forced_bf16(device.type, why)
+    return Precision(True, f"bf16: true (forced; {why})" if not native else f"bf16: true ({why})")
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_forced_bf16(device_type: str, why: str) -> None:
+    warnings.warn(f"bf16 forced on {device_type} although {why}; set bf16: auto (or false) to compute in "
+                  "float32 here", RuntimeWarning, stacklevel=3)
+
+
+def autocast(device: torch.device, bf16: bool) -> Any:
+    """bf16 autocast on `device`'s type when asked, a no-op context otherwise."""
+    import contextlib
+
+    import torch
+
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def describe(device: torch.device, precision: Precision) -> str:
+    """One line for logs and banners: device, precision and (on CPU) the vector ISA."""
+    where = str(device)
+    if device.type == "cpu":
+        where += f" ({cpu_capability()}, {cpu_model()})"
+    return f"device {where}; precision {precision.name} — {precision.reason}"

@@ -1,0 +1,68 @@
+"""One optimizer step of the recipe, split into the phases a benchmark times.
+
+Shared by the training loop and bench/bench_train.py, so the benchmark measures exactly the step
+that trains. Every tensor the step creates (batches, targets, gathered negatives, masks) lives on
+the model's device; bf16 enters only through autocast, the loss is computed in float32 and the
+master weights stay float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from harness.config import TrainConfig
+from harness.devices import autocast
+from harness.model import Embedder
+from harness.train.distributed import World, average_gradients, gather_with_grad
+from harness.train.gradcache import cached_backward
+from harness.train.loss import matryoshka_info_nce
+
+
+class TrainStep:
+    """`micro()` once per micro-batch (forward + backward), then `finish()` (sync, clip, AdamW)."""
+
+    def __init__(self, model: Embedder, params: list[torch.nn.Parameter], optimizer: Any, scheduler: Any,
+                 tc: TrainConfig, world: World, *, bf16: bool, lengths: tuple[int, int]) -> None:
+        self.model, self.params, self.optimizer, self.scheduler = model, params, optimizer, scheduler
+        self.tc, self.world, self.bf16, self.lengths = tc, world, bf16, lengths
+        self.dims = tc.matryoshka.dims if tc.matryoshka else None
+        self.weights = tc.matryoshka.weights if tc.matryoshka else None
+
+    def embed(self, texts: list[str], max_length: int) -> torch.Tensor:
+        with autocast(self.model.device, self.bf16):
+            return self.model.embed(texts, max_length)
+
+    def loss(self, q: torch.Tensor, p: torch.Tensor, targets: Sequence[int]) -> torch.Tensor:
+        """InfoNCE of this rank's queries against every rank's passages (gathered with gradients)."""
+        gathered, mask, offset = gather_with_grad(p, self.world)
+        # Built on the CPU and moved: one small copy, and the same code path on every device.
+        target = torch.tensor(list(targets), dtype=torch.long).to(q.device) + offset
+        return matryoshka_info_nce(q, gathered, target, self.tc.temperature, self.dims, self.weights, mask)
+
+    def forward_loss(self, queries: list[str], passages: list[str], targets: Sequence[int]) -> torch.Tensor:
+        """The plain (non-GradCache) forward pass: embeddings in float32, then the loss, with a graph."""
+        q = self.embed(queries, self.lengths[0]).float()
+        p = self.embed(passages, self.lengths[1]).float()
+        return self.loss(q, p, targets)
+
+    def micro(self, queries: list[str], passages: list[str], targets: Sequence[int]) -> torch.Tensor:
+        """Forward and backward of one micro-batch, scaled for gradient accumulation; the detached loss."""
+        scale = self.tc.gradient_accumulation
+        if self.tc.grad_cache:
+            return cached_backward(self.embed, queries, passages, self.lengths,
+                                   lambda q, p: self.loss(q, p, targets) / scale, self.tc.grad_cache_chunk)
+        loss = self.forward_loss(queries, passages, targets) / scale
+        loss.backward()
+        return loss.detach()
+
+    def finish(self) -> None:
+        """Average gradients across ranks, clip, update, advance the schedule; then clear gradients."""
+        average_gradients(self.params, self.world)
+        if self.tc.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, self.tc.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)

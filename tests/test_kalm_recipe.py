@@ -94,7 +94,7 @@ ablate:
     from harness.devices import resolve_precision
 
     expected = resolve_precision("auto", torch.device("cpu"))
-    assert f"train: device cpu (" in out and f"precision {expected.name}" in out
+    assert "train: device cpu (" in out and f"precision {expected.name}" in out
     for variant, attention in (("base", "causal"), ("attention=bidirectional", "bidirectional")):
         run = results / "kalm-small" / variant / "seed-0"
         summary = json.loads((run / "train_summary.json").read_text())

@@ -17,7 +17,7 @@ from tabulate import tabulate
 from harness import atomic
 from harness.errors import HarnessError
 from harness.recipe import CONTROL_NAME
-from harness.report import stats
+from harness.report import power, stats
 from harness.report.plots import axis_plot, delta_heatmap
 from harness.report.results import load_scores
 from harness.report.significance import KEYS, TaskComparison, compare_recipe, load_recipe_units, unit_metric
@@ -152,7 +152,8 @@ def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[st
                   "Units are paired by id (query, sentence, pair). `p (Holm)` corrects across the variants of this "
                   "recipe, separately for each task (the family: every variant-vs-control comparison on that task). "
                   "Marks: * p<0.05, ** p<0.01, *** p<0.001 after correction. MDE: the smallest difference a "
-                  "two-sided paired test at α=0.05 detects with 80% power on these units (unit noise only).", "", _floors_text(comparisons, summary), "",
+                  "two-sided paired test at α=0.05 detects with 80% power on these units (unit noise only; the "
+                  "Power section below adds seed variance).", "", _floors_text(comparisons, summary), "",
                   _md([[c.variant, c.task, c.unit_metric, c.n_units, f"{c.n_seeds[0]}/{c.n_seeds[1]}",
                         _fmt(100 * c.control), _fmt(100 * c.value), _fmt(100 * c.delta, signed=True),
                         f"[{_fmt(100 * c.ci_low, signed=True)}, {_fmt(100 * c.ci_high, signed=True)}]",
@@ -177,6 +178,12 @@ def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[st
                       ["variant", "tasks", "mean Δ", "95% CI", "p (Wilcoxon)", "p (Holm)", "smallest p (Holm)",
                        "W/T/L", "notes"]), "",
                   "Tests used: " + "; ".join(sorted({s.p_test for s in across.values()})) + ".", ""]
+
+    plans = power.plan_recipe(recipe_dir, power.REPORT_DELTA_POINTS / 100, required=False)
+    if plans:
+        lines += ["## Power", "",
+                  f"Regenerate or change the target with `python -m harness power {recipe_dir} --delta D`.", "",
+                  power.power_markdown(plans, power.REPORT_DELTA_POINTS / 100).rstrip(), ""]
 
     lines += _per_language(recipe_dir, order)
     lines += _plots(recipe_dir, scores, order)

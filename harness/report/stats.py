@@ -420,9 +420,18 @@ def min_detectable_effect(diffs_or_a: object, b: object | None = None, *, alpha:
     return _power_multiplier(alpha, power) * float(diffs.std(ddof=1)) / math.sqrt(diffs.size)
 
 
-def min_detectable_effect_from_se(standard_error: float, *, alpha: float = 0.05, power: float = 0.8) -> float:
-    """The same formula with a given standard error of delta (e.g. a bootstrap SE for correlations)."""
-    return _power_multiplier(alpha, power) * standard_error
+def min_detectable_effect_from_se(standard_error: float, *, alpha: float = 0.05, power: float = 0.8,
+                                  true_standard_error: float | None = None) -> float:
+    """The same formula with a given standard error of delta (e.g. a bootstrap SE for correlations).
+
+    ``true_standard_error``: when the test's own SE (which sets its rejection threshold) differs from
+    delta_hat's actual spread, the MDE is z_{1-alpha/2} * SE_test + z_power * SE_true.
+    """
+    from scipy import stats
+
+    _power_multiplier(alpha, power)  # validates alpha and power
+    true_se = standard_error if true_standard_error is None else true_standard_error
+    return float(stats.norm.ppf(1 - alpha / 2) * standard_error + stats.norm.ppf(power) * true_se)
 
 
 def compare_units(control: object, variant: object, *, kind: UnitKind = "mean", gold: object | None = None,

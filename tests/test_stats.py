@@ -58,7 +58,7 @@ def test_permutation_test_exact_matches_enumeration_of_all_sign_flips() -> None:
     expected = np.mean(null >= observed * (1 - 1e-12))
 
     got = stats.paired_permutation_test(control, variant, n_resamples=100, seed=0)
-    assert got.exact and got.n_resamples == 4096
+    assert got.exact and got.n_resamples == 4096 and got.p_min == 2 / 4096  # both all-same-sign patterns
     assert got.p_value == pytest.approx(expected, abs=1e-12)
     assert "exact" in got.test and "sign-flip" in got.test
     assert 0.0 < got.p_value < 1.0  # the data were chosen so the check is not trivial

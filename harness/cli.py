@@ -205,6 +205,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_power(args: argparse.Namespace) -> int:
+    from harness.report.power import check_targets, plan_recipe, power_markdown
+
+    folder = Path(args.results_dir)
+    if not folder.is_dir():
+        raise HarnessError(f"{folder}: no such results folder (expected results/<recipe>)")
+    check_targets(args.delta, args.alpha, args.power)
+    delta = args.delta / 100  # points (x100, as the report prints scores) -> score units
+    plans = plan_recipe(folder, delta, alpha=args.alpha, power=args.power)
+    print(power_markdown(plans, delta, alpha=args.alpha, power=args.power), end="")
+    return 0
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness.report.leaderboard import write_leaderboard
 
@@ -300,6 +313,19 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Holm correction, per-language breakdown) and plots/*.png.")
     p.add_argument("results_dir", help="a recipe's results folder, e.g. results/quickstart")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("power", help="plan seeds/units: per-task minimum detectable effect, what detecting D needs",
+                       description="Read the per-unit scores of every arm and seed in results/<recipe>/, estimate per "
+                                   "task the paired unit variance and the between-seed variance, and print the "
+                                   "minimum detectable effect at today's seeds and units, the seeds per arm needed "
+                                   "to detect DELTA at today's units, and the units needed at today's seeds.")
+    p.add_argument("results_dir", help="a recipe's results folder, e.g. results/quickstart")
+    p.add_argument("--delta", type=float, default=1.0,
+                   help="the effect to detect, in score points x100 as in the report (default 1.0)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="two-sided level per comparison (default 0.05; for a Holm family of m use 0.05/m)")
+    p.add_argument("--power", type=float, default=0.8, help="probability of detecting DELTA (default 0.8)")
+    p.set_defaults(func=cmd_power)
 
     p = sub.add_parser("leaderboard", help="regenerate leaderboard.md from results/",
                        description="Regenerate the leaderboard from every scores.json under the results root.")

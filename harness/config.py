@@ -87,7 +87,9 @@ class FilterConfig(_Strict):
 
     teacher: str = Field("minilm", description="teacher embedder: embedded name, Hub id, local folder")
     teacher_pooling: Literal["mean", "last_token", "cls"] = "mean"
-    top_k: int | None = Field(50, ge=0, description="drop a row whose positive ranks below this; null = keep all")
+    top_k: int | None = Field(50, ge=0, description="keep a row only if the teacher ranks its positive at 0-based "
+                              "rank <= top_k, i.e. in its top top_k + 1 (KaLM drops pos_score < scores[top_k]); "
+                              "null = keep all")
     window: tuple[int, int] = Field((50, 100), description="teacher ranks [lo, hi) to mine negatives from")
     depth: int = Field(128, ge=1, description="ranks kept by the teacher pass")
     max_length: int = Field(256, ge=4)

@@ -58,7 +58,7 @@ def test_permutation_test_exact_matches_enumeration_of_all_sign_flips() -> None:
     expected = np.mean(null >= observed * (1 - 1e-12))
 
     got = stats.paired_permutation_test(control, variant, n_resamples=100, seed=0)
-    assert got.exact and got.n_resamples == 4096
+    assert got.exact and got.n_resamples == 4096 and got.p_min == 2 / 4096  # both all-same-sign patterns
     assert got.p_value == pytest.approx(expected, abs=1e-12)
     assert "exact" in got.test and "sign-flip" in got.test
     assert 0.0 < got.p_value < 1.0  # the data were chosen so the check is not trivial
@@ -73,6 +73,16 @@ def test_permutation_test_monte_carlo_matches_scipy() -> None:
     assert not got.exact and got.test == "paired randomisation test (sign-flip, 10000 resamples)"
     assert 0.05 < ref.pvalue < 0.9  # an informative p, not a saturated one
     assert got.p_value == pytest.approx(ref.pvalue, abs=0.02)
+    assert got.p_min == 2 / 10_001
+
+    # The documented draw, recomputed: random bytes unpacked to keep(1)/flip(0) bits, one row per resample.
+    diffs = variant - control
+    keep = np.unpackbits(np.random.default_rng(1).integers(0, 256, size=(10_000, 8), dtype=np.uint8), axis=1,
+                         count=60)
+    null = ((2 * keep - 1) * diffs).mean(axis=1)
+    tol = abs(diffs.mean()) * 100 * np.finfo(float).eps
+    less, greater = (np.sum(null <= diffs.mean() + tol) + 1) / 10_001, (np.sum(null >= diffs.mean() - tol) + 1) / 10_001
+    assert got.p_value == pytest.approx(min(1.0, 2 * min(less, greater)), abs=1e-12)
 
 
 def test_identical_systems_are_not_different() -> None:
@@ -171,7 +181,8 @@ def test_one_seed_per_arm_falls_back_and_says_so() -> None:
     control, variant = _pair(100, 0.05, 0.1, seed=14)
     result = stats.compare_seeds([control], [variant], n_resamples=1000)
     direct = stats.compare_units(control, variant, n_resamples=1000)
-    assert result.p_value == direct.p_value and result.ci_low == direct.ci_low
+    assert result.p_value == direct.p_value and result.p_min == direct.p_min == 2 / 1001
+    assert (result.ci_low, result.ci_high) == pytest.approx((direct.ci_low, direct.ci_high), abs=1e-12)
     assert "one seed per arm" in result.test
     assert math.isnan(result.control_seed_std)
     with pytest.raises(ValueError, match="different numbers of units"):
@@ -181,19 +192,59 @@ def test_one_seed_per_arm_falls_back_and_says_so() -> None:
 # ---------------------------------------------------------------- across tasks, Holm, MDE, marks
 
 
-def test_across_tasks_matches_scipy_wilcoxon_and_counts() -> None:
+def test_across_tasks_matches_scipy_exact_wilcoxon_and_counts() -> None:
     deltas = {"A": 0.012, "B": -0.004, "C": 0.03, "D": 0.0, "E": 0.021, "F": 0.008, "G": -0.001,
               "H": 0.017}
     result = stats.across_tasks(deltas, n_resamples=2000)
     nonzero = [d for d in deltas.values() if d != 0]
-    ref = sps.wilcoxon(list(deltas.values()))
-    assert result.p_value == pytest.approx(ref.pvalue)
+    ref = sps.wilcoxon(nonzero, method="exact")  # no tied |delta| among the non-zero ones: scipy is exact
+    assert result.p_value == pytest.approx(ref.pvalue, abs=1e-12)
     assert result.wilcoxon_statistic == pytest.approx(ref.statistic)
-    assert sps.wilcoxon(nonzero).pvalue == pytest.approx(ref.pvalue)  # zero is dropped by both
     assert (result.wins, result.ties, result.losses) == (5, 1, 2)
+    assert result.n_used == 7 and result.exact and result.p_min == pytest.approx(2 / 2**7)
+    assert result.p_test == ("Wilcoxon signed-rank (two-sided, exact over all 2^7 sign patterns; "
+                             "7 of 8 tasks, 1 zero Δ dropped)")
     assert result.mean_delta == pytest.approx(np.mean(list(deltas.values())))
     assert result.ci_low < result.mean_delta < result.ci_high
-    assert result.p_test.startswith("Wilcoxon signed-rank")
+
+
+def _midranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from the definition: 1 + the number of smaller values + half the number of other equal ones."""
+    return np.array([1 + np.sum(values < v) + (np.sum(values == v) - 1) / 2 for v in values])
+
+
+def test_wilcoxon_with_zeros_and_ties_equals_enumeration_of_every_sign_pattern() -> None:
+    # 20 tasks: 2 exact zero deltas (dropped, Wilcoxon's rule) and tied |delta| among the other 18.
+    deltas = np.array([0.0, 0.0, 0.012, -0.012, 0.03, 0.021, -0.004, 0.008, 0.008, -0.017, 0.017, 0.025,
+                       -0.006, 0.011, -0.002, 0.019, 0.005, -0.03, 0.014, 0.009])
+    result = stats.across_tasks({f"T{i}": d for i, d in enumerate(deltas)}, n_resamples=1000)
+
+    used = deltas[deltas != 0]
+    ranks = _midranks(np.abs(used))
+    t_plus = ranks[used > 0].sum()
+    signs = np.array(list(itertools.product([0.0, 1.0], repeat=used.size)))  # 2^18 = 262 144 patterns
+    null = signs @ ranks
+    expected = min(1.0, 2 * min(np.mean(null <= t_plus + 1e-9), np.mean(null >= t_plus - 1e-9)))
+
+    assert result.p_value == pytest.approx(expected, abs=1e-12)
+    assert 0.01 < expected < 0.9  # an informative p, not a saturated one
+    assert result.wilcoxon_statistic == pytest.approx(min(t_plus, ranks.sum() - t_plus))
+    assert (result.n_tasks, result.n_used, result.ties) == (20, 18, 2)
+    assert result.p_test == ("Wilcoxon signed-rank (two-sided, exact over all 2^18 sign patterns, midranks for "
+                             "tied |Δ|; 18 of 20 tasks, 2 zero Δ dropped)")
+    # scipy's default silently switches to the normal approximation here (zeros, n > 13): not what ran.
+    assert abs(sps.wilcoxon(deltas).pvalue - expected) > 0.002
+
+
+def test_signed_rank_exact_agrees_with_scipy_permutation_method_on_ties() -> None:
+    rng = np.random.default_rng(16)
+    d = np.round(rng.normal(0.2, 1, 10), 1)
+    d = d[d != 0]
+    statistic, p, tied = stats.signed_rank_exact(d)
+    ref = sps.wilcoxon(d, method=sps.PermutationMethod(n_resamples=np.inf))  # scipy enumerates 2^n
+    assert tied and p == pytest.approx(ref.pvalue, abs=1e-12) and statistic == pytest.approx(ref.statistic)
+    with pytest.raises(ValueError, match="zero"):
+        stats.signed_rank_exact([0.1, 0.0, -0.2])
 
 
 def test_across_tasks_degenerate_cases() -> None:
@@ -205,6 +256,66 @@ def test_across_tasks_degenerate_cases() -> None:
     assert few.p_value == pytest.approx(0.25) and any("cannot reach 0.05" in n for n in few.notes)
     with pytest.raises(ValueError, match="'B'"):
         stats.across_tasks({"A": 0.1, "B": float("nan")})
+
+
+def test_resamples_for_family_make_three_stars_attainable_after_holm() -> None:
+    assert [stats.resamples_for_family(m) for m in (1, 2, 3, 4, 10)] == [10_000, 10_000, 15_000, 20_000, 50_000]
+    for m in range(1, 25):
+        b = stats.resamples_for_family(m)
+        floor = stats.holm_p_min(2 / (b + 1), m)
+        assert floor <= stats.HOLM_P_FLOOR and stats.significance_mark(floor) == "***"
+    # The old default could not: 2,000 resamples, 3 variants -> 0.003 at best.
+    assert stats.significance_mark(stats.holm_p_min(2 / 2001, 3)) == "**"
+    with pytest.raises(ValueError):
+        stats.resamples_for_family(0)
+
+
+def test_strong_effects_reach_three_stars_in_a_holm_family_of_three() -> None:
+    rng = np.random.default_rng(17)
+    units = rng.uniform(0.2, 0.8, 300)
+    control = [units + rng.normal(0, 0.05, 300) for _ in range(2)]
+    variants = {f"v{i}": [units + 0.1 * (i + 1) + rng.normal(0, 0.05, 300) for _ in range(2)] for i in range(3)}
+    b = stats.resamples_for_family(3)
+    family = stats.compare_seeds_family(control, variants, n_resamples=b)
+    adjusted = stats.holm({v: r.p_value for v, r in family.items()})
+    assert all(r.p_value == r.p_min == 2 / (b + 1) for r in family.values())  # no resample crossed zero
+    assert {v: stats.significance_mark(p) for v, p in adjusted.items()} == {"v0": "***", "v1": "***", "v2": "***"}
+
+
+def test_seed_family_is_the_documented_two_level_draw() -> None:
+    rng = np.random.default_rng(18)
+    n, b = 40, 500
+    control = rng.uniform(0, 1, (3, n))
+    variants = {"a": rng.uniform(0, 1, (2, n)) + 0.05, "b": rng.uniform(0, 1, (3, n))}
+    family = stats.compare_seeds_family(list(control), {k: list(v) for k, v in variants.items()}, seed=5,
+                                        n_resamples=b, confidence=0.9)
+
+    # Independent computation of the documented draws (one chunk: b * n is small).
+    idx = np.random.default_rng(5).integers(0, n, size=(b, n))
+
+    def weights(stream: int, k: int) -> np.ndarray:
+        drawn = np.random.default_rng([5, stream]).integers(0, k, size=(b, k))
+        return np.stack([(drawn == s).sum(axis=1) for s in range(k)], axis=1) / k
+
+    def arm(matrix: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return (w * np.stack([row[idx].mean(axis=1) for row in matrix], axis=1)).sum(axis=1)
+
+    control_boot = arm(control, weights(1, 3))
+    for j, (name, matrix) in enumerate(variants.items()):
+        boot = arm(matrix, weights(2 + j, matrix.shape[0])) - control_boot
+        got = family[name]
+        assert (got.ci_low, got.ci_high) == pytest.approx(tuple(np.quantile(boot, [0.05, 0.95])), abs=1e-12)
+        below, above = (np.sum(boot <= 0) + 1) / (b + 1), (np.sum(boot >= 0) + 1) / (b + 1)
+        assert got.p_value == pytest.approx(min(1.0, 2 * min(below, above)))
+        assert got.delta == pytest.approx(matrix.mean() - control.mean())
+        # query_noise_only is compare_units on the seed-averaged units, whatever the family
+        direct = stats.compare_units(control.mean(axis=0), matrix.mean(axis=0), n_resamples=b, confidence=0.9,
+                                     seed=5)
+        q = got.query_noise_only
+        assert q.p_value == direct.p_value and q.p_test == direct.p_test
+        assert (q.ci_low, q.ci_high) == pytest.approx((direct.ci_low, direct.ci_high), abs=1e-12)
+    single = stats.compare_seeds(list(control), list(variants["a"]), seed=5, n_resamples=b, confidence=0.9)
+    assert single == family["a"]  # a family of one is compare_seeds
 
 
 def test_holm_hand_computed() -> None:

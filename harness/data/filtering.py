@@ -12,9 +12,10 @@ the expensive part; the threshold is a cheap cut on its output. So the two are s
 Semantics follow KaLM's `train/hn_mine.py`, per task (rows with the same `task` label):
 corpus = unique positive and negative texts (or a candidate pool, plus the positives, so every
 positive has a score); a row is dropped when its best positive scores below the corpus item at
-0-based rank `top_k`; a corpus of at most `top_k` items keeps every row. Negatives: existing ones
-first (up to `negatives`), topped up from teacher ranks [lo, hi), then random corpus items; never a
-positive or the query text. Deliberate differences from KaLM: the corpus order is first appearance
+0-based rank `top_k`, so `top_k: k` keeps rows whose positive is among the teacher's top k + 1 (0 keeps
+only rows whose positive ranks first); a corpus of at most `top_k` items keeps every row. Negatives:
+existing ones first (up to `negatives`), topped up from teacher ranks [lo, hi), then random corpus
+items; never a positive or the query text. Deliberate differences from KaLM: the corpus order is first appearance
 (KaLM's `list(set(...))` changes with Python's hash seed, so its output is not reproducible);
 existing negatives equal to a positive / the query / an earlier negative are discarded; padding never
 picks a positive; the window draw is made for every row before the cut, so a row keeps the same

@@ -122,6 +122,30 @@ def _floors_text(comparisons: list[TaskComparison], summary: dict[str, Any]) -> 
     return f"Resamples: {b} per test, {why}. Smallest attainable p: " + "; ".join(parts) + f". *** is {reach}."
 
 
+def _precision_text(recipe_dir: Path) -> str:
+    """Which precision trained and evaluated the runs (`bf16: auto` differs between machines)."""
+    import json
+
+    seen: dict[str, set[str]] = {"train": set(), "eval": set()}
+    devices: set[str] = set()
+    for path in sorted(recipe_dir.glob("*/seed-*/run.json")):
+        try:
+            run = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        precision = run.get("precision") or {}
+        if precision.get("train"):
+            seen["train"].add(str(precision["train"]))
+        seen["eval"].update(str(p) for p in precision.get("eval") or [])
+        if (run.get("device") or {}).get("train"):
+            devices.add(str(run["device"]["train"]))
+    if not seen["train"] and not seen["eval"]:
+        return "Precision: not recorded (runs from before precision was recorded)."
+    parts = [f"{phase} {', '.join(sorted(v)) or '?'}" for phase, v in seen.items()]
+    where = f"; training device {', '.join(sorted(devices))}" if devices else ""
+    return f"Precision (`bf16: auto` resolves per machine): {'; '.join(parts)}{where}."
+
+
 def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[str, Any]] | None = None) -> str:
     """report.md's text; ``analysis`` is ``compare_recipe``'s result when the caller already has it."""
     scores = load_scores(recipe_dir)
@@ -138,6 +162,7 @@ def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[st
              "with the same command. Control: `base`. Scores are main scores x100; Δ = variant − control.", "",
              f"Variants: {len(variants)}; training seeds per variant: "
              + ", ".join(f"{v} {int(seeds[v])}" for v in order) + ".", "",
+             _precision_text(recipe_dir), "",
              "## Scores", "", comparison_markdown(scores), ""]
 
     task_types = scores.drop_duplicates("task").set_index("task")["type"].to_dict()

@@ -16,6 +16,8 @@ from harness.hashing import content_hash
 from harness.paths import cache_root
 
 STAGE_VERSION = 1  # bump when a stage's output format or semantics change
+# Per-kind overrides. data 2: the table is rows.arrow (Arrow IPC, memory-mapped), not rows.jsonl.
+STAGE_VERSIONS = {"data": 2}
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,8 @@ class Stage:
     hash: str = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hash", content_hash({"stage": self.kind, "v": STAGE_VERSION, **self.key}))
+        object.__setattr__(self, "hash", content_hash({"stage": self.kind, "v": STAGE_VERSIONS.get(self.kind, STAGE_VERSION),
+                                                       **self.key}))
 
     @property
     def dir(self) -> Path:

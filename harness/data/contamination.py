@@ -37,10 +37,12 @@ SIM_EPS = 1e-6  # float32 rounding must not drop a pair exactly at the threshold
 MAX_NEAR_CHARS = 50_000_000  # beyond this much text (training + one task), MinHash + LSH is used instead
 MINHASH_PERM = 128  # MinHash permutations: the Jaccard estimate's standard error is ~ 1/sqrt(128) = 0.09
 MINHASH_SEED = 1
+MINHASH_TARGET_RECALL = 0.99  # LSH banding chosen so a pair exactly at the threshold is found this often
 MINHASH_METHOD = (
     f"Jaccard similarity of the sets of character {NGRAM}-grams of the normalised texts (a text shorter than "
     f"{NGRAM} characters is one gram); candidates from datasketch MinHashLSH over the task's eval texts "
-    f"({MINHASH_PERM} permutations, seed {MINHASH_SEED}; bands x rows chosen by datasketch for the threshold), "
+    f"({MINHASH_PERM} permutations, seed {MINHASH_SEED}; bands x rows: the most selective banding with "
+    f"recall >= {MINHASH_TARGET_RECALL} at the threshold), "
     "then every candidate pair verified with its exact Jaccard similarity (no false positives); a pair at "
     "similarity s becomes a candidate with probability 1 - (1 - s^rows)^bands (the expected recall)"
 )
@@ -428,17 +430,50 @@ def _prefix_matrix(vectors: Any, idf: np.ndarray, threshold: float) -> Any:
 # --- near-duplicates at scale: MinHash + LSH ----------------------------------------------------
 
 
-def _grams(text: str) -> set[bytes]:
-    encoded = [text[i:i + NGRAM].encode("utf-8") for i in range(max(1, len(text) - NGRAM + 1))]
-    return set(encoded)
+def _grams(text: str) -> np.ndarray:
+    """The text's distinct character n-grams as sorted 64-bit hashes (vectorised: no Python loop per gram).
+
+    Each gram's code points are combined and mixed (splitmix64's finaliser); a text shorter than
+    NGRAM characters is one gram. Distinct grams collide with probability ~2^-64 per pair.
+    """
+    with np.errstate(over="ignore"):
+        points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+        if len(points) < NGRAM:
+            points = np.concatenate([points, np.zeros(NGRAM - len(points), dtype=np.uint64)])
+        h = np.zeros(len(points) - NGRAM + 1, dtype=np.uint64)
+        for k in range(NGRAM):
+            h = h * np.uint64(0x100000001B3) + points[k : len(points) - NGRAM + 1 + k]
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+    return np.unique(h)
 
 
-def _minhash(grams: set[bytes]) -> Any:
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact Jaccard similarity of two gram sets from `_grams`."""
+    shared = len(np.intersect1d(a, b, assume_unique=True))
+    return shared / (len(a) + len(b) - shared)
+
+
+def _minhash(grams: np.ndarray) -> Any:
     from datasketch import MinHash
 
-    sketch = MinHash(num_perm=MINHASH_PERM, seed=MINHASH_SEED)
-    sketch.update_batch(sorted(grams))
+    sketch = MinHash(num_perm=MINHASH_PERM, seed=MINHASH_SEED, hashfunc=int)  # grams are hashed already
+    sketch.update_batch((grams & np.uint64(0xFFFFFFFF)).tolist())
     return sketch
+
+
+def lsh_bands(threshold: float, num_perm: int = MINHASH_PERM, target: float = MINHASH_TARGET_RECALL) -> tuple[int, int]:
+    """(bands, rows): the most selective banding (most rows per band) whose recall at the threshold
+    still reaches `target`. datasketch's own choice balances false positives against misses, which
+    gives ~0.4 recall at the threshold; here candidates are verified exactly, so misses cost more."""
+    for rows in range(num_perm, 0, -1):
+        bands = num_perm // rows
+        if expected_recall(threshold, bands, rows) >= target:
+            return bands, rows
+    return num_perm, 1
 
 
 def expected_recall(similarity: float, bands: int, rows: int) -> float:
@@ -457,11 +492,11 @@ def _minhash_near_duplicates(train: Iterable[str], exact: set[str], evals: list[
     """
     from datasketch import MinHashLSH
 
-    lsh = MinHashLSH(threshold=threshold, num_perm=MINHASH_PERM)
+    bands, rows = lsh_bands(threshold)
+    lsh = MinHashLSH(num_perm=MINHASH_PERM, params=(bands, rows))
     eval_grams = [_grams(text) for text in evals]
     for j, grams in enumerate(eval_grams):
         lsh.insert(j, _minhash(grams))
-    bands, rows = lsh.b, lsh.r
     pairs: list[tuple[str, str, float]] = []
     eval_hit: set[str] = set()
     candidates = 0
@@ -472,8 +507,7 @@ def _minhash_near_duplicates(train: Iterable[str], exact: set[str], evals: list[
         best: tuple[float, int] | None = None
         for j in sorted(lsh.query(_minhash(grams))):
             candidates += 1
-            other = eval_grams[j]
-            similarity = len(grams & other) / len(grams | other)
+            similarity = jaccard(grams, eval_grams[j])
             if similarity >= threshold - SIM_EPS:
                 eval_hit.add(evals[j])
                 if best is None or similarity > best[0]:

@@ -213,8 +213,9 @@ class EmbeddingStore:
                     row += len(vecs)
                     if bar is not None:
                         bar.update(len(vecs))
-                if out is None:
-                    np.save(tmp, np.zeros((0, 0), dtype=self.dtype))
+                if out is None:  # no unit of this side here; a file handle, or np.save appends ".npy"
+                    with tmp.open("wb") as handle:
+                        np.save(handle, np.zeros((0, 0), dtype=self.dtype))
                 else:
                     out.flush()
                     del out

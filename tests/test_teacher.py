@@ -104,3 +104,37 @@ def test_float16_store_is_memory_mapped_and_close_to_float32(tmp_path: Path) -> 
                          store_dtype="float16")
     assert again.stats["texts_encoded"] == 0  # cached by teacher + texts
     _same_ranking(half, again)
+
+
+def test_faiss_backend_matches_torch_and_keeps_the_tie_and_depth_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FAISS (the large-corpus backend) on small data. Distinct vectors: torch's rankings. Duplicated
+    vectors: FAISS may score two copies a last bit apart depending on where they sit in its kernel's
+    blocks, so the check is the rule itself: every depth a prefix of a deeper one, equal scores in
+    corpus-index order."""
+    faiss = pytest.importorskip("faiss")  # a dev dependency: installed wherever the tests run
+    assert faiss.__version__
+    rng = np.random.default_rng(3)
+    corpus = rng.normal(size=(300, 16)).astype(np.float32)
+    corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
+    queries = rng.normal(size=(40, 16)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    monkeypatch.setattr(teacher, "CORPUS_BLOCK", 128)
+    for depth in (10, 50):
+        torch_s, torch_i = teacher.exact_top_k(queries, corpus, depth, backend="torch")
+        faiss_s, faiss_i = teacher.exact_top_k(queries, corpus, depth, backend="faiss")
+        np.testing.assert_array_equal(faiss_i, torch_i)
+        np.testing.assert_allclose(faiss_s, torch_s, atol=1e-5)
+
+    corpus[100:140] = corpus[5]  # 41 identical vectors: ties across the cut and across blocks
+    near = corpus[[5, 5, 7]] + rng.normal(scale=0.01, size=(3, 16)).astype(np.float32)
+    queries = np.concatenate([near / np.linalg.norm(near, axis=1, keepdims=True), queries])
+    deep_s, deep_i = teacher.exact_top_k(queries, corpus, 60, backend="faiss")
+    for depth in (1, 10, 41):
+        s, i = teacher.exact_top_k(queries, corpus, depth, backend="faiss")
+        np.testing.assert_array_equal(i, deep_i[:, :depth])
+    for row_s, row_i in zip(deep_s, deep_i, strict=True):
+        assert (np.diff(row_s) <= 0).all()
+        same = np.flatnonzero(np.diff(row_s) == 0)
+        assert (row_i[same] < row_i[same + 1]).all()
+    assert set(deep_i[0, :41].tolist()) == {5, *range(100, 140)}  # the copies, whatever their last bit
+    assert teacher.search_backend(10) == "torch" and teacher.search_backend(teacher.FAISS_MIN_CORPUS) == "faiss"

@@ -25,7 +25,8 @@ Teacher pass at scale (`harness.data.teacher`): one streaming plan over the rows
 sharded over processes into float16 memory-maps (cached by teacher + texts), then a blocked exact
 search (torch matmul + topk over query x corpus blocks, merged) whose order is (score, corpus
 index), so ties never depend on `depth` or on the number of shards. torch rather than FAISS
-(KaLM's choice), by measurement (bench/bench_filtering.py, idle 2-core CPU, 2000 queries, top-128):
+(KaLM's choice) below FAISS_MIN_CORPUS items (FAISS from there on, when installed), by
+measurement (bench/bench_filtering.py, idle 2-core CPU, 2000 queries, top-128):
 torch 0.14 s / 0.60 s / 1.14 s vs FAISS `IndexFlatIP` 0.10 s / 0.44 s / 0.92 s for corpora of
 10k x 384, 50k x 384, 50k x 896 dims, while search is under 0.1% of a teacher pass (encoding
 dominates: 1500 rows took 28.8 s to encode and 0.02 s to search).
@@ -148,7 +149,7 @@ def teacher_pass(
     """
     import tempfile
 
-    from harness.data.teacher import EmbeddingStore, plan_teacher_pass
+    from harness.data.teacher import EmbeddingStore, plan_teacher_pass, search_backend
 
     if depth < 1:
         raise HarnessError(f"teacher pass: depth must be >= 1, got {depth}")
@@ -165,7 +166,8 @@ def teacher_pass(
             stats["texts_encoded"] = _encode_shard(store, embed, 0, 1, show_progress)
             stats["encode_seconds"] = time.perf_counter() - start
             n_shards = 1
-        stats.update({"shards": n_shards, "store": store.folder.name, "store_dtype": store.dtype})
+        stats.update({"shards": n_shards, "store": store.folder.name, "store_dtype": store.dtype,
+                      "search_backend": sorted({search_backend(len(t.corpus)) for t in plan.tasks.values()})})
         store.open(n_shards)
         start = time.perf_counter()
         tasks = {name: _rank_task(task, store, depth) for name, task in plan.tasks.items()}

@@ -13,7 +13,9 @@
    corpus read from the memory-maps (never the whole corpus in memory), merged block by block.
    Order is (score descending, corpus index ascending), ties included, and block sizes depend only
    on the corpus size, so the list for depth d is the prefix of the list for any larger depth and
-   the result is the same for any number of shards.
+   the result is the same for any number of shards. ("Equal" is equal float32 scores: two copies
+   of one vector may score a last bit apart depending on where they sit in the matmul's tiles;
+   that too is fixed by the data, never by depth or shards.)
 
 float16 (from FLOAT16_FROM_TEXTS distinct texts on) halves the disk and page-cache footprint of
 the vectors (a 10M x 896 corpus is 18 GB, not 36); scores are computed in float32 from the stored
@@ -48,6 +50,11 @@ FLOAT16_FROM_TEXTS = 1_000_000
 # Budget for one block of the [queries, corpus] score matrix (float32 elements, ~256 MB).
 SCORE_BLOCK_ELEMENTS = 64 * 1024 * 1024
 CORPUS_BLOCK = 65_536  # corpus vectors per search block
+# FAISS (IndexFlatIP's exact kernel, `faiss.knn`) searches corpora from this size on, when installed
+# (`pip install harness[faiss]`); below it, and without FAISS, torch. Both are exact, both order by
+# (score, corpus index); they may differ in the last float bit of a score, so the backend a ranking
+# used is recorded in its stats. The choice depends on the corpus size only.
+FAISS_MIN_CORPUS = 1_000_000
 
 
 @dataclass
@@ -321,14 +328,45 @@ def _block_top(scores: Any, k: int) -> tuple[Any, Any]:
     return _order(values, indices, k)
 
 
-def blocked_top_k(query_block: Callable[[int, int], np.ndarray], n_queries: int,
-                  corpus_block: Callable[[int, int], np.ndarray], n_corpus: int,
-                  k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product top-k: (scores float32 [n, k], indices int32 [n, k]), best first,
-    ties by corpus index. Vectors come from callables (lo, hi) -> float32 rows, so neither side
-    needs to fit in memory; block sizes depend only on `n_corpus`."""
+def search_backend(n_corpus: int) -> str:
+    """'faiss' for a corpus of at least FAISS_MIN_CORPUS items when faiss is installed, else 'torch'."""
+    if n_corpus < FAISS_MIN_CORPUS:
+        return "torch"
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return "torch"
+    return "faiss"
+
+
+def _faiss_block_top(q: Any, c: Any, k: int) -> tuple[Any, Any]:
+    """`_block_top` through faiss.knn. Asks for more neighbours than k until no row's tie at rank k
+    runs past the last one returned, so every item tied with the k-th is among the candidates, then
+    orders by (score, corpus index). FAISS's scores do not depend on k, so neither does the result."""
+    import faiss
     import torch
 
+    extra = min(k + 1, c.shape[0])
+    q_np, c_np = q.numpy(), c.numpy()
+    while True:
+        scores, indices = faiss.knn(q_np, c_np, extra, metric=faiss.METRIC_INNER_PRODUCT)
+        if extra >= c.shape[0] or not (scores[:, k - 1] == scores[:, extra - 1]).any():
+            break
+        extra = min(2 * extra, c.shape[0])
+    return _order(torch.from_numpy(scores), torch.from_numpy(indices.astype(np.int64)), k)
+
+
+def blocked_top_k(query_block: Callable[[int, int], np.ndarray], n_queries: int,
+                  corpus_block: Callable[[int, int], np.ndarray], n_corpus: int,
+                  k: int, backend: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k: (scores float32 [n, k], indices int32 [n, k]), best first,
+    ties by corpus index. Vectors come from callables (lo, hi) -> float32 rows, so neither side
+    needs to fit in memory; block sizes depend only on `n_corpus`. `backend`: 'torch' or 'faiss'
+    (default: `search_backend(n_corpus)`)."""
+    import torch
+
+    backend = backend or search_backend(n_corpus)
+    block_top = _faiss_block_top if backend == "faiss" else (lambda q, c, kk: _block_top(q @ c.T, kk))
     k = min(k, n_corpus)
     scores = np.empty((n_queries, k), dtype=np.float32)
     indices = np.empty((n_queries, k), dtype=np.int32)
@@ -345,7 +383,7 @@ def blocked_top_k(query_block: Callable[[int, int], np.ndarray], n_queries: int,
             for cs in range(0, n_corpus, c_block):
                 c = corpus_t if single else torch.from_numpy(np.ascontiguousarray(
                     corpus_block(cs, min(cs + c_block, n_corpus))))
-                v, i = _block_top(q @ c.T, min(k, c.shape[0]))
+                v, i = block_top(q, c, min(k, c.shape[0]))
                 i = i + cs
                 if best_v is None:
                     best_v, best_i = v, i
@@ -356,9 +394,10 @@ def blocked_top_k(query_block: Callable[[int, int], np.ndarray], n_queries: int,
     return scores, indices
 
 
-def exact_top_k(queries: np.ndarray, corpus: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def exact_top_k(queries: np.ndarray, corpus: np.ndarray, k: int,
+                backend: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`blocked_top_k` over two in-memory matrices."""
     queries = np.asarray(queries, dtype=np.float32)
     corpus = np.asarray(corpus, dtype=np.float32)
     return blocked_top_k(lambda lo, hi: queries[lo:hi], queries.shape[0],
-                         lambda lo, hi: corpus[lo:hi], corpus.shape[0], k)
+                         lambda lo, hi: corpus[lo:hi], corpus.shape[0], k, backend)

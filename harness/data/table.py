@@ -106,9 +106,9 @@ def _batch_rows(batch: pa.RecordBatch) -> list[TrainRow]:
 class RowTable(Sequence[TrainRow]):
     """A memory-mapped training table that reads like `list[TrainRow]`.
 
-    `len(table)`, `table[i]` (one row, read on demand), iteration (streamed batch by batch) and
-    `task_codes()` (the sampler's input: one int per row, nothing else) are all a training loop
-    or a filter needs; nothing is loaded until asked for.
+    `len(table)`, `table[i]` (one row, read on demand through the memory map), iteration (streamed
+    batch by batch, read and dropped) and `task_codes()` (the sampler's input: one int per row,
+    nothing else) are all a training loop or a filter needs; nothing is loaded until asked for.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -146,19 +146,27 @@ class RowTable(Sequence[TrainRow]):
         b = int(np.searchsorted(self._starts, i, side="right")) - 1
         return _row(self._batches[b], i - int(self._starts[b]))
 
+    def _stream(self) -> Iterator[pa.RecordBatch]:
+        """Record batches read one at a time into memory and dropped: a full pass must not leave
+        the whole file mapped into this process (mapped pages count as its resident memory)."""
+        with pa.OSFile(str(self.path), "rb") as handle:
+            reader = pa.ipc.open_file(handle)
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i)
+
     def __iter__(self) -> Iterator[TrainRow]:
-        for batch in self._batches:
+        for batch in self._stream():
             yield from _batch_rows(batch)
 
     def iter_batches(self) -> Iterator[list[TrainRow]]:
         """Rows one record batch at a time (the streaming readers' unit)."""
-        for batch in self._batches:
+        for batch in self._stream():
             yield _batch_rows(batch)
 
     def column(self, name: str) -> Iterator[Any]:
-        """One column's values, streamed batch by batch (no other column is read)."""
+        """One column's values, streamed batch by batch."""
         k = COLUMNS.index(name)
-        for batch in self._batches:
+        for batch in self._stream():
             yield from batch.column(k).to_pylist()
 
     def task_codes(self) -> np.ndarray:

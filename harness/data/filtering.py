@@ -22,7 +22,8 @@ negatives under every threshold (arms differ only in which rows survive); a posi
 item at rank `top_k` is kept even if float rounding puts its recomputed score a hair lower.
 
 Teacher pass at scale (`harness.data.teacher`): one streaming plan over the rows, encoding
-sharded over processes into float16 memory-maps (cached by teacher + texts), then a blocked exact
+sharded over processes into memory-mapped vector files (float16 from a million texts on, float32
+below; cached by teacher + texts), then a blocked exact
 search (torch matmul + topk over query x corpus blocks, merged) whose order is (score, corpus
 index), so ties never depend on `depth` or on the number of shards. torch rather than FAISS
 (KaLM's choice) below FAISS_MIN_CORPUS items (FAISS from there on, when installed), by
@@ -186,15 +187,11 @@ def teacher_pass(
 def _encode_shard(store: Any, embed: EmbedFn, shard: int, n_shards: int, show_progress: bool) -> int:
     from tqdm.auto import tqdm
 
-    from harness.data.teacher import SIDES
-
     units = store.plan.units
     total = sum(hi - lo for u, (_, lo, hi) in enumerate(units) if u % n_shards == shard)
     desc = "teacher pass" if n_shards == 1 else f"teacher pass (shard {shard + 1}/{n_shards})"
     with tqdm(total=total, desc=desc, unit="text", disable=not show_progress) as bar:
-        encoded = store.encode(embed, shard, n_shards, bar=bar)
-    assert SIDES  # the store writes one file per side
-    return encoded
+        return store.encode(embed, shard, n_shards, bar=bar)
 
 
 def encode_teacher_shard(

@@ -193,11 +193,11 @@ def bench_teacher(work: Path, rows: int) -> dict:
         cache = work / f"teacher-cache-{procs}"
         shutil.rmtree(cache, ignore_errors=True)
         # the unfiltered mix first (rank 0's job either way), so the timing is the teacher pass + filter
-        prep = [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]);"
-                "from harness.recipe import load_recipe; from harness.data.mix import ensure_mix;"
-                "ensure_mix(load_recipe(sys.argv[2]).variants[0].config.data, show_progress=False);"
-                "from harness.backbones import resolve_path; resolve_path('tiny-qwen2')",
-                str(REPO), str(recipe)]
+        script = ("import sys; sys.path.insert(0, sys.argv[1]);"
+                  "from harness.recipe import load_recipe; from harness.data.mix import ensure_mix;"
+                  "ensure_mix(load_recipe(sys.argv[2]).variants[0].config.data, show_progress=False);"
+                  "from harness.backbones import resolve_path; resolve_path('tiny-qwen2')")
+        prep = [sys.executable, "-c", script, str(REPO), str(recipe)]
         assert run_child(prep, env={"HARNESS_CACHE": str(cache)})[2] == 0
         cmd = [sys.executable, "-m", "harness", "data", "build", str(recipe), "--no-progress"]
         if procs == 2:

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from harness.data import teacher
-from harness.data.filtering import apply_filter, cached_teacher_pass, encode_teacher_shard, teacher_pass
+from harness.data.filtering import (
+    apply_filter,
+    cached_teacher_pass,
+    encode_teacher_shard,
+    teacher_pass,
+)
 from harness.data.rows import TrainRow
 from harness.data.table import RowTable, write_table
 
@@ -130,7 +135,7 @@ def test_faiss_backend_matches_torch_and_keeps_the_tie_and_depth_rules(monkeypat
     queries = np.concatenate([near / np.linalg.norm(near, axis=1, keepdims=True), queries])
     deep_s, deep_i = teacher.exact_top_k(queries, corpus, 60, backend="faiss")
     for depth in (1, 10, 41):
-        s, i = teacher.exact_top_k(queries, corpus, depth, backend="faiss")
+        _, i = teacher.exact_top_k(queries, corpus, depth, backend="faiss")
         np.testing.assert_array_equal(i, deep_i[:, :depth])
     for row_s, row_i in zip(deep_s, deep_i, strict=True):
         assert (np.diff(row_s) <= 0).all()

@@ -2,11 +2,13 @@
 
 A stage's key holds exactly the config slice it depends on plus the hashes of the stages it
 reads, so changing an axis invalidates only what is downstream. A stage folder appears by
-atomic rename when complete; a half-done stage is simply absent and is redone.
+atomic rename when complete; a half-done stage is simply absent and is redone. Every stage kind
+is computed through `compute_once`, so processes sharing a cache compute each stage once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,3 +55,13 @@ def eval_stage(config: VariantConfig, task_name: str, task_revision: str) -> Sta
     if config.eval.bf16:  # only when on, so fp32 stages keep their hashes
         key["bf16"] = True
     return Stage("eval", key)
+
+
+def compute_once(stage: Stage, build: Callable[[Path], None]) -> bool:
+    """Build `stage` unless it is done, once across processes (harness.locks); True if built here.
+
+    `build(tmp)` writes the stage's files into a staging folder that becomes `stage.dir`.
+    """
+    from harness.locks import build_once
+
+    return build_once(stage.dir, build, what=f"{stage.kind} stage {stage.hash}")

@@ -31,14 +31,24 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     recipe = load_recipe(args.recipe)  # validated before anything is built or written
-    from harness.pipeline import plan, run_plans, task_revisions
+    from harness import preflight
+    from harness.paths import cache_root
 
     results_root = Path(args.results)
+    checked = preflight.check_recipe(recipe)  # every file and folder it names exists
+    preflight.check_writable(results_root, "results root")
+    preflight.check_writable(cache_root(), "cache ($HARNESS_CACHE)")
+    if not args.no_leaderboard:
+        preflight.check_writable(Path(args.leaderboard).parent, "leaderboard folder")
+    from harness.pipeline import plan, run_plans, task_revisions
+
     tasks = task_revisions(recipe)
     plans = plan(recipe, results_root, tasks)
     if args.dry_run:
         print(dry_run_text(recipe, plans))
         print(tasks_text(tasks))
+        print(f"\nchecked: {checked} model / path / task value(s) exist or are valid Hub ids; "
+              f"results root, cache{'' if args.no_leaderboard else ' and leaderboard'} writable")
         return 0
     print(f"recipe {recipe.name}: {len(recipe.variants)} variants x {len(recipe.seeds)} seed(s) = {len(plans)} runs")
     print(machine_text(recipe.base))
@@ -46,7 +56,6 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         run_plans(plans, tasks, show_progress=not args.no_progress)
     else:
         from harness.executors import SlurmOptions, submit_all
-        from harness.paths import cache_root
 
         submit_all(plans, executor=args.executor, folder=cache_root() / "submitit" / recipe.name,
                    slurm=SlurmOptions(partition=args.slurm_partition, time_minutes=args.slurm_time))
@@ -138,10 +147,12 @@ def load_variant_config(path: Path) -> VariantConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from harness.preflight import check_config
     from harness.stages import train_stage
     from harness.train.stage import launch_torchrun, run_train_stage
 
     config = load_variant_config(Path(args.config))
+    check_config(config, Path(args.config))
     under_torchrun = "WORLD_SIZE" in os.environ
     if config.train.nproc > 1 and not under_torchrun:
         summary = launch_torchrun(config, show_progress=not args.no_progress)
@@ -172,6 +183,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if not args.tasks and not args.benchmark:
         raise HarnessError("eval: name --tasks and/or --benchmark (e.g. --benchmark \"MTEB(Africa, v1, lite)\")")
+    from harness.evaluate.baseline import RANDOM_ALIASES
+    from harness.paths import cache_root
+    from harness.preflight import check_writable, model_problem, task_folder_problem
+
+    problem = None if args.model in RANDOM_ALIASES else model_problem(args.model, "model")
+    problem = problem or next((p for p in map(task_folder_problem, args.tasks or []) if p), None)
+    if problem:
+        raise HarnessError(f"eval: {problem}")
+    check_writable(Path(args.results), "results root")
+    check_writable(cache_root(), "cache ($HARNESS_CACHE)")
     eval_config = EvalConfig(tasks=args.tasks or [], benchmarks=args.benchmark or [], batch_size=args.batch_size,
                              bf16=_bf16_arg(args.bf16), device=args.device)
     check_names(eval_config)
@@ -270,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m harness",
         description="Declarative ablations of embedding training recipes: train, evaluate with mteb, report.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback with every error (also: HARNESS_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("ablate", help="train and evaluate every variant of a recipe, then report",
@@ -372,20 +395,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tasks", help="list the harness's own evaluation tasks",
                        description="List the offline evaluation tasks the harness builds from packaged data.")
     p.set_defaults(func=cmd_tasks)
+    _debug_anywhere(parser)
     return parser
 
 
+def _debug_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept `--debug` after any (sub)command too, not only before it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if "--debug" not in child._option_string_actions:
+                    child.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                       help="print the traceback with every error")
+                _debug_anywhere(child)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every expected failure is one `error:` line (exit 2: bad input, 1: runtime
+    failure, 130: interrupted), a bug is a summary line plus its traceback (harness/failures.py)."""
+    from harness.failures import DEBUG_ENV, report
+
     args = build_parser().parse_args(argv)
-    _setup_env()
+    previous = os.environ.get(DEBUG_ENV)
+    if args.debug:
+        os.environ[DEBUG_ENV] = "1"  # torchrun ranks and executor jobs report the same way
     try:
+        _setup_env()
         return int(args.func(args))
-    except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished stages are cached; run the same command to resume", file=sys.stderr)
-        return 130
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the one place failures become messages
+        return report(exc, debug=args.debug)
+    finally:
+        if args.debug and previous is None:
+            os.environ.pop(DEBUG_ENV, None)
 
 
 if __name__ == "__main__":  # pragma: no cover

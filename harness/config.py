@@ -7,15 +7,27 @@ axis re-runs only the stages downstream of it.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 from harness.devices import DEVICE_PATTERN
+from harness.paths import name_problem
+
+# Numbers are strict: `steps: true` or `lr: "fast"` are errors, not 1 and a crash later; an int
+# is a valid float (`lr: 1`). Floats must be finite (`1e400` reads as inf) and every numeric key
+# has bounds that make sense for it, so `steps: 1e30` fails at load, not after hours of work.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+MAX_SEED = 2**32 - 1  # numpy's seed range
+MAX_LENGTH = 1 << 17  # tokens per text
+MAX_ROWS = 10**10
+MAX_BATCH = 1 << 16
 
 KALM_INSTRUCTION_TEMPLATE = "Instruct: {instruction} \n Query: "
 
 DEVICE_HELP = "auto (cuda:LOCAL_RANK under torchrun, cuda when available, else cpu), cpu, cuda, cuda:N, mps"
+BF16 = Annotated[bool, Strict()] | Literal["auto"]
 BF16_HELP = ("bf16 autocast: auto = only where the device runs bf16 natively (CUDA with bf16 support, a CPU with "
              "AVX512_BF16/AMX or a calibration showing bf16 no slower than float32), true = always, false = never")
 
@@ -27,7 +39,7 @@ PATH_KINDS = {"flag-jsonl", "parquet"}
 class _Strict(BaseModel):
     """Unknown keys are errors: a typo in a recipe must never be silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
 
 
 def _reference_form(spec: str) -> str:
@@ -52,8 +64,8 @@ class ModelConfig(_Strict):
     normalize: bool = True
     instructions: bool = Field(True, description="prepend KaLM's query-side instruction template")
     instruction_template: str = KALM_INSTRUCTION_TEMPLATE
-    query_max_length: int = Field(64, ge=4)
-    passage_max_length: int = Field(256, ge=4)
+    query_max_length: Int = Field(64, ge=4, le=MAX_LENGTH)
+    passage_max_length: Int = Field(256, ge=4, le=MAX_LENGTH)
     trust_remote_code: bool = False
 
     @field_validator("backbone")
@@ -70,15 +82,15 @@ class SynthConfig(_Strict):
     model: str = Field("Qwen/Qwen2-72B-Instruct", description="Hub id / folder (transformers) or served model name")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint (vLLM, llama.cpp server, ...)")
     personas: str = Field("proj-persona/PersonaHub", description="persona file (txt / jsonl) or HF dataset id")
-    personas_limit: int | None = Field(None, ge=1)
-    n_examples: int = Field(1000, ge=1)
+    personas_limit: Int | None = Field(None, ge=1, le=MAX_ROWS)
+    n_examples: Int = Field(1000, ge=1, le=MAX_ROWS)
     kinds: list[str] = Field(default_factory=lambda: ["short-long", "long-short", "short-short", "long-long",
                                                       "classification", "sts"])
     languages: list[str] = Field(default_factory=lambda: ["English"])
-    temperature: float = Field(1.0, ge=0)
-    max_tokens: int = Field(1024, ge=16)
-    max_retries: int = Field(2, ge=0)
-    seed: int = 0
+    temperature: Float = Field(1.0, ge=0, le=10)
+    max_tokens: Int = Field(1024, ge=16, le=MAX_LENGTH)
+    max_retries: Int = Field(2, ge=0, le=100)
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
 
     @model_validator(mode="after")
     def _endpoint(self) -> SynthConfig:
@@ -96,8 +108,8 @@ class SourceConfig(_Strict):
     task: str | None = Field(None, description="task label for every row (default: per file / subset)")
     on_error: Literal["fail", "skip"] = Field("fail", description="malformed rows: stop, or skip and count")
     synth: SynthConfig | None = Field(None, description="kind synth: how to generate the rows")
-    weight: float = Field(1.0, ge=0.0, description="share of the mix; 0 drops the source")
-    max_rows: int | None = Field(None, ge=1)
+    weight: Float = Field(1.0, ge=0.0, le=1e6, description="share of the mix; 0 drops the source")
+    max_rows: Int | None = Field(None, ge=1, le=MAX_ROWS)
     instruction: str | None = Field(None, description="query-side task description; default per kind")
     langs: list[str] | None = Field(None, description="cldr-bitext languages (babel codes)")
 
@@ -109,14 +121,14 @@ class FilterConfig(_Strict):
                                                "trained variant: variant:RECIPE/VARIANT[@SEED] (KaLM's teacher is a "
                                                "previously trained embedder)")
     teacher_pooling: Literal["mean", "last_token", "cls"] = "mean"
-    top_k: int | None = Field(50, ge=0, description="keep a row only if the teacher ranks its positive at 0-based "
-                              "rank <= top_k, i.e. in its top top_k + 1 (KaLM drops pos_score < scores[top_k]); "
-                              "null = keep all")
-    window: tuple[int, int] = Field((50, 100), description="teacher ranks [lo, hi) to mine negatives from")
-    depth: int = Field(128, ge=1, description="ranks kept by the teacher pass")
-    max_length: int = Field(256, ge=4)
+    top_k: Int | None = Field(50, ge=0, le=100_000, description="keep a row only if the teacher ranks its positive "
+                              "at 0-based rank <= top_k, i.e. in its top top_k + 1 (KaLM drops pos_score < "
+                              "scores[top_k]); null = keep all")
+    window: tuple[Int, Int] = Field((50, 100), description="teacher ranks [lo, hi) to mine negatives from")
+    depth: Int = Field(128, ge=1, le=100_000, description="ranks kept by the teacher pass")
+    max_length: Int = Field(256, ge=4, le=MAX_LENGTH)
     device: str = Field("auto", pattern=DEVICE_PATTERN, description=DEVICE_HELP)
-    bf16: bool | Literal["auto"] = Field("auto", description=BF16_HELP)
+    bf16: BF16 = Field("auto", description=BF16_HELP)
 
     @field_validator("teacher")
     @classmethod
@@ -135,15 +147,22 @@ class FilterConfig(_Strict):
 
 class DataConfig(_Strict):
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
-    total_rows: int | None = Field(None, ge=1, description="rows in the mix; None = every available row")
-    hard_negatives: int = Field(0, ge=0, description="hard negatives per row (KaLM: 7); mined when `filter` is set")
+    total_rows: Int | None = Field(None, ge=1, le=MAX_ROWS, description="rows in the mix; None = every available row")
+    hard_negatives: Int = Field(0, ge=0, le=1024, description="hard negatives per row (KaLM: 7); mined when `filter` is set")
     filter: FilterConfig | None = Field(None, description="ranking-consistency filter + hard-negative mining")
-    seed: int = 0
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
 
     @model_validator(mode="after")
     def _resolve_kinds(self) -> DataConfig:
         allowed = SourceKind.__args__  # type: ignore[attr-defined]
         for name, source in self.sources.items():
+            # a source name is a dotted-path segment (ablate axes) and a label in cards and files
+            problem = name_problem(name, max_length=64)
+            if problem:
+                raise ValueError(f"source name {problem}")
+            if "." in name:
+                raise ValueError(f"source name {name!r} contains a dot; a source name is one segment of "
+                                 "dotted ablate paths (data.sources.<name>.weight)")
             if source.kind is None:
                 if name not in allowed:
                     raise ValueError(
@@ -163,17 +182,17 @@ class DataConfig(_Strict):
 
 
 class LoraConfig(_Strict):
-    r: int = Field(8, ge=1)
-    alpha: int = Field(16, ge=1)
-    dropout: float = Field(0.0, ge=0, lt=1)
+    r: Int = Field(8, ge=1, le=4096)
+    alpha: Int = Field(16, ge=1, le=65536)
+    dropout: Float = Field(0.0, ge=0, lt=1)
     targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
 class MatryoshkaConfig(_Strict):
     """Nested embedding sizes trained jointly (KaLM: 896/512/256/128/64, weights 1/.3/.2/.1/.1)."""
 
-    dims: list[int] = Field(min_length=1)
-    weights: list[float] | None = None
+    dims: list[Annotated[Int, Field(ge=1, le=MAX_BATCH)]] = Field(min_length=1, max_length=64)
+    weights: list[Annotated[Float, Field(ge=0, le=1e6)]] | None = None
 
     @model_validator(mode="after")
     def _same_length(self) -> MatryoshkaConfig:
@@ -185,30 +204,30 @@ class MatryoshkaConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    steps: int | None = Field(None, ge=1, description="optimizer steps; None = `epochs` over the data")
-    epochs: float = Field(1.0, gt=0)
-    batch_size: int = Field(32, ge=2, description="per-device batch (KaLM: 48); global = x nproc")
-    lr: float = Field(2e-5, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, le=1)
-    temperature: float = Field(0.05, gt=0, description="InfoNCE temperature (KaLM: 0.01)")
-    grad_clip: float | None = Field(1.0, gt=0)
-    gradient_accumulation: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    homogeneous_ratio: float = Field(
+    steps: Int | None = Field(None, ge=1, le=100_000_000, description="optimizer steps; None = `epochs` over the data")
+    epochs: Float = Field(1.0, gt=0, le=10_000)
+    batch_size: Int = Field(32, ge=2, le=MAX_BATCH, description="per-device batch (KaLM: 48); global = x nproc")
+    lr: Float = Field(2e-5, gt=0, le=10)
+    weight_decay: Float = Field(0.01, ge=0, le=10)
+    warmup_ratio: Float = Field(0.1, ge=0, le=1)
+    temperature: Float = Field(0.05, gt=0, le=100, description="InfoNCE temperature (KaLM: 0.01)")
+    grad_clip: Float | None = Field(1.0, gt=0, le=1e6)
+    gradient_accumulation: Int = Field(1, ge=1, le=MAX_BATCH, description="micro-batches per optimizer step")
+    homogeneous_ratio: Float = Field(
         0.0, ge=0, le=1, description="semi-homogeneous task batches: share of a batch from one task")
     matryoshka: MatryoshkaConfig | None = None
     lora: LoraConfig | None = None
-    bf16: bool | Literal["auto"] = Field("auto", description=BF16_HELP)
+    bf16: BF16 = Field("auto", description=BF16_HELP)
     device: str = Field("auto", pattern=DEVICE_PATTERN, description=DEVICE_HELP)
     export_dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="dtype of the saved weights (training always keeps float32 master weights)")
     gradient_checkpointing: bool = False
     grad_cache: bool = Field(False, description="GradCache: large contrastive batches in small memory")
-    grad_cache_chunk: int = Field(16, ge=1, description="texts per forward pass under grad_cache")
-    nproc: int = Field(1, ge=1, description="processes (GPUs) per variant; >1 launches torchrun")
-    checkpoint_every: int | None = Field(None, ge=1, description="save a resumable checkpoint every N steps")
-    seed: int = 0
-    log_every: int = Field(10, ge=1)
+    grad_cache_chunk: Int = Field(16, ge=1, le=MAX_BATCH, description="texts per forward pass under grad_cache")
+    nproc: Int = Field(1, ge=1, le=4096, description="processes (GPUs) per variant; >1 launches torchrun")
+    checkpoint_every: Int | None = Field(None, ge=1, le=100_000_000, description="save a resumable checkpoint every N steps")
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
+    log_every: Int = Field(10, ge=1, le=100_000_000)
 
 
 class EvalConfig(_Strict):
@@ -216,8 +235,8 @@ class EvalConfig(_Strict):
                              description="harness task names or mteb task names")
     benchmarks: list[str] = Field(default_factory=list,
                                   description='mteb benchmark names, e.g. "MTEB(Africa, v1, lite)" / AfriMTEB-Lite')
-    batch_size: int = Field(64, ge=1)
-    bf16: bool | Literal["auto"] = Field("auto", description=BF16_HELP)
+    batch_size: Int = Field(64, ge=1, le=MAX_BATCH)
+    bf16: BF16 = Field("auto", description=BF16_HELP)
     device: str = Field("auto", pattern=DEVICE_PATTERN, description=DEVICE_HELP)
 
     @model_validator(mode="after")

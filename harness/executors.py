@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, HarnessRuntimeError
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def submit_all(plans: list[Any], *, executor: str, folder: Path, slurm: SlurmOpt
         try:
             out.append(job.result())
         except Exception as exc:  # noqa: BLE001 - report which job failed, with submitit's log folder
-            raise HarnessError(f"job {job.job_id} ({p.variant.name}, seed {p.seed}) failed: {exc}; "
-                               f"logs in {folder}") from None
+            raise HarnessRuntimeError(f"job {job.job_id} ({p.variant.name}, seed {p.seed}) failed: {exc}; "
+                                      f"logs in {folder}") from None
         log(f"finished {p.variant.name} (seed {p.seed})")
     return out

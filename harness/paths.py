@@ -1,13 +1,45 @@
-"""Where things live: big artifacts in a cache folder, small readable results in results/."""
+"""Where things live: big artifacts in a cache folder, small readable results in results/.
+
+Every user-chosen name that becomes a path component (recipe, variant, source and task names) is
+checked here, once, so no recipe can place a file outside the results root or the cache.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 CACHE_ENV = "HARNESS_CACHE"
 MACHINE_CACHE_ENV = "HARNESS_MACHINE_CACHE"
 RESULTS_ENV = "HARNESS_RESULTS"
+
+# A path component that is the same on every filesystem and shell: ASCII letters and digits first,
+# then also `. _ - + = , @`. No separators, no NUL, no leading dot (so never `.` or `..`).
+NAME_MAX = 120
+NAME_CHARS = "letters, digits and . _ - + = , @ (first character a letter, digit or _)"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+=,@-]*")
+_UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._+=,@-]+")
+
+
+def name_problem(name: object, max_length: int = NAME_MAX) -> str | None:
+    """Why `name` cannot be a folder name (None when it can): the text of a recipe error."""
+    if not isinstance(name, str):
+        return f"must be a string (got {type(name).__name__})"
+    if not name:
+        return "must not be empty"
+    if len(name) > max_length:
+        return f"is {len(name)} characters long; at most {max_length} are allowed"
+    if not _SAFE_NAME.fullmatch(name):
+        shown = name if len(name) <= 60 else name[:57] + "..."
+        return f"{shown!r} is not a safe folder name; allowed: {NAME_CHARS}"
+    return None
+
+
+def safe_component(text: str) -> str:
+    """`text` with every run of unsafe characters replaced by `_` (for names built from values)."""
+    cleaned = _UNSAFE_RUN.sub("_", text)
+    return cleaned if cleaned[:1].isalnum() or cleaned[:1] == "_" else "_" + cleaned.lstrip(".")
 
 
 def cache_root() -> Path:
@@ -19,6 +51,12 @@ def cache_root() -> Path:
         return Path(os.environ[CACHE_ENV]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "harness"
+
+
+def scratch_root() -> Path:
+    """Short-lived work folders (prediction files, torchrun configs): under the cache, beside the
+    artifacts they feed, not in the system temp dir (small, often not shared across nodes)."""
+    return cache_root() / "tmp"
 
 
 def results_root() -> Path:

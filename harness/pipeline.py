@@ -18,7 +18,7 @@ import yaml
 from harness import atomic
 from harness.config import VariantConfig
 from harness.recipe import Recipe, Variant
-from harness.stages import Stage, data_stage, eval_stage, train_stage
+from harness.stages import Stage, compute_once, data_stage, eval_stage, train_stage
 
 
 @dataclass
@@ -141,14 +141,17 @@ def order_by_teachers(plans: list[RunPlan]) -> list[RunPlan]:
 # ----------------------------------------------------------------------------- stages
 
 
-def run_data(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any) -> None:
+def run_data(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any, show_progress: bool = True) -> None:
     if p.data.done():
         log(f"  data   {p.data.hash}  cached")
     else:
         from harness.train.stage import build_data
 
-        card = build_data(p.config)
-        log(f"  data   {p.data.hash}  built: {card['rows']} rows from {len(card['sources'])} source(s)")
+        card = build_data(p.config, show_progress=show_progress)
+        if card["built"]:
+            log(f"  data   {p.data.hash}  built: {card['rows']} rows from {len(card['sources'])} source(s)")
+        else:  # another process built it while we waited for its lock
+            log(f"  data   {p.data.hash}  cached")
     if not p.contamination.done():
         run_contamination(p, tasks, log)
 
@@ -164,16 +167,21 @@ def run_contamination(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any) -
     from harness.evaluate.benchmarks import hub_reachable
     from harness.evaluate.resolve import is_local
 
-    table = open_table(p.data.dir)  # streamed batch by batch: the rows are never all in memory
-    texts = (t for r in table for t in (r.query, *r.pos, *r.neg))
-    hub = any(not is_local(tasks[t][0]) for t in p.evals) and hub_reachable()  # one probe, not one per task
-    checked = {t: tasks[t][0] for t in p.evals if hub or is_local(tasks[t][0])}
-    report = contamination_report(texts, checked)
-    report["not_checked"] = {t: "evaluation data not available offline" for t in p.evals if t not in checked}
-    with atomic.staged_dir(p.contamination.dir) as tmp:
+    def build(tmp: Path) -> None:
+        table = open_table(p.data.dir)  # streamed batch by batch: the rows are never all in memory
+        texts = (t for r in table for t in (r.query, *r.pos, *r.neg))
+        hub = any(not is_local(tasks[t][0]) for t in p.evals) and hub_reachable()  # one probe, not one per task
+        checked = {t: tasks[t][0] for t in p.evals if hub or is_local(tasks[t][0])}
+        report = contamination_report(texts, checked)
+        report["not_checked"] = {t: "evaluation data not available offline" for t in p.evals if t not in checked}
         atomic.write_json(tmp / "contamination.json", report)
+
+    if not compute_once(p.contamination, build):
+        log(f"  contamination  {p.contamination.hash}  cached")
+        return
+    report = json.loads((p.contamination.dir / "contamination.json").read_text(encoding="utf-8"))
     exact = sum(v["exact"]["distinct"] for v in report["tasks"].values() if isinstance(v.get("exact"), dict))
-    log(f"  contamination  {p.contamination.hash}  {exact} exact overlap(s) with {len(checked)} task(s)")
+    log(f"  contamination  {p.contamination.hash}  {exact} exact overlap(s) with {len(report['tasks'])} task(s)")
 
 
 def run_train(p: RunPlan, log: Any, show_progress: bool) -> None:
@@ -186,6 +194,9 @@ def run_train(p: RunPlan, log: Any, show_progress: bool) -> None:
         summary = launch_torchrun(p.config, show_progress=show_progress)
     else:
         summary = run_train_stage(p.config, show_progress=show_progress)
+    if summary.get("cached"):  # another process trained it while we waited for its lock
+        log(f"  train  {p.train.hash}  cached")
+        return
     resumed = f", resumed from step {summary['resumed_from']}" if summary.get("resumed_from") else ""
     log(f"  train  {p.train.hash}  trained: {summary['steps']} steps, final loss {summary['final_loss']}, "
         f"{summary['train_seconds']} s{resumed}")
@@ -262,7 +273,7 @@ def run_plans(plans: list[RunPlan], tasks: dict[str, tuple[Any, str]], *, log: A
     check_external_teachers(plans)
     for i, p in enumerate(plans, start=1):
         log(f"[{i}/{len(plans)}] {p.variant.name} (seed {p.seed}, variant {p.variant.hash})")
-        run_data(p, tasks, log)
+        run_data(p, tasks, log, show_progress)
         run_train(p, log, show_progress)
         run_eval(p, tasks, log, show_progress)
         publish(p, log)

@@ -1,8 +1,10 @@
 """Recipes: a YAML file of ablation axes over a base variant config.
 
 Loading is strict and happens before any work: a bad recipe stops with one message naming the
-file, the key and what is allowed, and nothing is written. YAML is read with `yaml.safe_load`,
-so a recipe can never execute code.
+file, the key and what is allowed, and nothing is written. YAML is read with a safe loader, so a
+recipe can never execute code; duplicate keys are errors, and aliases that would expand beyond
+`MAX_YAML_NODES` values (a "billion laughs" file) are rejected before anything is expanded.
+Every name that becomes a folder (recipe, variants) is checked by `harness.paths.name_problem`.
 """
 
 from __future__ import annotations
@@ -10,21 +12,29 @@ from __future__ import annotations
 import copy
 import difflib
 import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
-from harness.config import VariantConfig
+from harness.config import MAX_SEED, VariantConfig
 from harness.errors import HarnessError
 from harness.hashing import content_hash
+from harness.paths import NAME_MAX, name_problem
 
 CONTROL_NAME = "base"
 # Config paths whose children are free-form names (a new key there adds an entry).
 OPEN_MAPPINGS = {("data", "sources")}
+# Limits far above any real recipe (KaLM's 70-dataset recipe has ~1,500 YAML values).
+MAX_RECIPE_BYTES = 4 * 1024 * 1024
+MAX_YAML_NODES = 50_000
+MAX_VARIANTS = 1_000
+MAX_SEEDS = 100
+VALUE_NAME_MAX = 40  # an axis value longer than this is shortened (with a hash) in variant names
 
 
 class RecipeFile(BaseModel):
@@ -38,8 +48,17 @@ class RecipeFile(BaseModel):
     base: dict[str, Any] = Field(default_factory=dict)
     ablate: dict[str, list[Any]] = Field(default_factory=dict)
     mode: Literal["grid", "oneway"] = "oneway"
-    seeds: list[int] | None = Field(None, min_length=1)
+    seeds: list[Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)]] | None = Field(
+        None, min_length=1, max_length=MAX_SEEDS)
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        repeated = sorted({s for s in seeds or [] if (seeds or []).count(s) > 1})
+        if repeated:
+            raise ValueError(f"seed(s) {repeated} repeated; each seed is one training run of every variant")
+        return seeds
 
 
 @dataclass(frozen=True)
@@ -76,8 +95,24 @@ class Recipe:
 # ----------------------------------------------------------------------------- loading
 
 
+class _DuplicateKey(yaml.MarkedYAMLError):
+    """A mapping names the same key twice (PyYAML would silently keep the last one)."""
+
+
 class _RecipeLoader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-5` as a float (YAML 1.1 insists on `1.0e-5`)."""
+    """SafeLoader that also reads `1e-5` as a float (YAML 1.1 insists on `1.0e-5`) and rejects
+    duplicate keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[tuple[str, str], int] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                seen = first.setdefault((key_node.tag, key_node.value), key_node.start_mark.line + 1)
+                if seen != key_node.start_mark.line + 1:
+                    raise _DuplicateKey(problem=f"duplicate key `{key_node.value}` (first on line {seen}); "
+                                                "each key may appear once in a mapping",
+                                        problem_mark=key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 _RecipeLoader.add_implicit_resolver(
@@ -87,16 +122,73 @@ _RecipeLoader.add_implicit_resolver(
 )
 
 
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """How many values the document has once every alias is expanded, counted on the node graph
+    (aliases share nodes, so this is cheap) and capped at `limit + 1`; a self-referencing alias
+    counts as too big."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = limit + 1  # while being counted: a cycle back here is "too big"
+        if isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        else:
+            total = 1
+        sizes[id(node)] = min(total, limit + 1)
+        return sizes[id(node)]
+
+    return size(root)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise HarnessError(f"{path}: recipe file not found")
+        what = "is a folder, not a recipe file" if path.is_dir() else "recipe file not found"
+        raise HarnessError(f"{path}: {what}")
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise HarnessError(f"{path}: {path.stat().st_size} bytes; a recipe may have at most "
+                           f"{MAX_RECIPE_BYTES // (1024 * 1024)} MiB")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RecipeLoader)  # noqa: S506 (safe)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise HarnessError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                           "a recipe must be a UTF-8 YAML file") from None
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise HarnessError(f"{path}:{line}: contains a NUL character; a recipe must be a UTF-8 YAML text file")
+    loader = None
+    try:
+        loader = _RecipeLoader(text)  # the reader rejects control characters already here
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise HarnessError(f"{path}: YAML aliases expand to more than {MAX_YAML_NODES} values (or refer to "
+                               "themselves); rejected before expanding them")
+        data = loader.construct_document(node) if node is not None else None
+    except _DuplicateKey as exc:
+        mark = exc.problem_mark
+        raise HarnessError(f"{path}:{mark.line + 1}:{mark.column + 1}: {exc.problem}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise HarnessError(f"{path}:{line}: control character #x{exc.character:04x} is not allowed in YAML; remove "
+                           "it (or write it as an escape such as \\x1e inside a double-quoted string)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         raise HarnessError(f"{where}: YAML syntax error: {problem}") from None
+    except RecursionError:
+        raise HarnessError(f"{path}: YAML nested too deeply; a recipe needs only a few levels") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -126,8 +218,10 @@ def _pydantic_message(path: Path, exc: ValidationError, prefix: str, model: type
             lines.append(f"unknown key `{key}`{did_you_mean}; allowed: {', '.join(allowed)}")
         else:
             got = err.get("input")
-            shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
-            lines.append(f"key `{key}`: {err['msg']}{shown}")
+            text = repr(got) if len(repr(got)) <= 80 else repr(got)[:77] + "..."
+            shown = f" (got {text})" if not isinstance(got, dict | list) else ""
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"key `{key}`: {message}{shown if err['type'] != 'value_error' else ''}")
     return f"{path}: " + ("\n  ".join(lines) if len(lines) == 1 else "\n  " + "\n  ".join(lines))
 
 
@@ -224,17 +318,35 @@ def _get(config: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+_UNSAFE_CHAR = re.compile(r"[^A-Za-z0-9._+=,@-]")
+
+
 def format_value(value: Any) -> str:
-    """A short, filesystem-safe rendering of an axis value for variant names."""
+    """A short, filesystem-safe rendering of an axis value for variant names.
+
+    Safe by construction: every character outside `harness.paths.NAME_CHARS` becomes `_`, a long
+    value keeps its start plus a content hash, and lists / mappings are a content hash.
+    """
     if value is None:
         return "none"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+        value = int(value)
     if isinstance(value, int | float | str):
-        return str(value).replace("/", "_").replace(" ", "_")
+        text = _UNSAFE_CHAR.sub("_", str(value))
+        if len(text) > VALUE_NAME_MAX:
+            text = f"{text[:VALUE_NAME_MAX - 7]}-{content_hash(value, 6)}"
+        return text
     return content_hash(value, 6)
+
+
+def _generated_name(parts: list[str], overrides: dict[str, Any]) -> str:
+    """A variant name from `axis=value` parts; too long a name keeps its start plus a hash."""
+    name = _UNSAFE_CHAR.sub("_", ",".join(parts))
+    if len(name) > NAME_MAX:
+        name = f"{name[:NAME_MAX - 7]}-{content_hash(overrides, 6)}"
+    return name
 
 
 def _short_names(axes: list[str]) -> dict[str, str]:
@@ -262,13 +374,14 @@ def _expand(recipe_file: RecipeFile, base: dict[str, Any]) -> list[tuple[str, di
             for value in values:
                 if value == _get(base, axis):
                     continue  # the control already covers the base value
-                arms.append((f"{short[axis]}={format_value(value)}", {axis: value}))
+                arms.append((_generated_name([f"{short[axis]}={format_value(value)}"], {axis: value}),
+                             {axis: value}))
     else:
         for combo in itertools.product(*axes.values()):
             overrides = dict(zip(axes, combo, strict=True))
             if all(value == _get(base, axis) for axis, value in overrides.items()):
                 continue
-            name = ",".join(f"{short[a]}={format_value(v)}" for a, v in overrides.items())
+            name = _generated_name([f"{short[a]}={format_value(v)}" for a, v in overrides.items()], overrides)
             arms.append((name, overrides))
     for name, overrides in recipe_file.variants.items():
         arms.append((name, overrides))
@@ -288,13 +401,30 @@ def load_recipe(path: str | Path) -> Recipe:
         raise HarnessError(_pydantic_message(path, exc, "base", VariantConfig)) from None
     base_dict = base_config.to_dict()
 
+    name = recipe_file.name or path.stem
+    problem = name_problem(name, max_length=64)
+    if problem:
+        key = "key `name`" if recipe_file.name else f"the recipe name (the file name {path.name!r} without .yaml)"
+        fix = "" if recipe_file.name else "; set `name:` or rename the file"
+        raise HarnessError(f"{path}: {key}: the name {problem}{fix}")
     for axis, values in recipe_file.ablate.items():
         if not values:
             raise HarnessError(f"{path}: key `ablate.{axis}`: empty axis; give at least one value")
         _check_axis_path(path, axis, base_dict)
-    for name, overrides in recipe_file.variants.items():
-        if name == CONTROL_NAME:
-            raise HarnessError(f"{path}: key `variants.{name}`: the name {CONTROL_NAME!r} is the control")
+    arms = (math.prod(len(v) for v in recipe_file.ablate.values()) if recipe_file.mode == "grid"
+            else sum(len(v) for v in recipe_file.ablate.values())) + len(recipe_file.variants)
+    if arms > MAX_VARIANTS:
+        raise HarnessError(f"{path}: key `ablate`: {arms} variants in {recipe_file.mode} mode; at most "
+                           f"{MAX_VARIANTS} are allowed (split the recipe, or use mode: oneway)")
+    for variant_name, overrides in recipe_file.variants.items():
+        problem = name_problem(variant_name)
+        if problem:
+            raise HarnessError(f"{path}: key `variants`: the variant name {problem}")
+        if variant_name == CONTROL_NAME:
+            raise HarnessError(f"{path}: key `variants.{variant_name}`: the name {CONTROL_NAME!r} is the control")
+        if not isinstance(overrides, dict):
+            raise HarnessError(f"{path}: key `variants.{variant_name}`: must be a mapping of dotted config "
+                               f"paths to values (got {type(overrides).__name__})")
         for dotted in overrides:
             _check_axis_path(path, dotted, base_dict)
 
@@ -302,25 +432,25 @@ def load_recipe(path: str | Path) -> Recipe:
     variants: list[Variant] = []
     seen_names: set[str] = set()
     seen_hashes: dict[str, str] = {}
-    for name, overrides in _expand(recipe_file, base_dict):
-        if name in seen_names:
-            raise HarnessError(f"{path}: two variants are both named {name!r}")
-        seen_names.add(name)
+    for arm, overrides in _expand(recipe_file, base_dict):
+        if arm in seen_names:
+            raise HarnessError(f"{path}: two variants are both named {arm!r}")
+        seen_names.add(arm)
         try:
             config = VariantConfig.model_validate(_apply(base_dict, overrides))
         except ValidationError as exc:
-            key = "ablate" if name not in recipe_file.variants else f"variants.{name}"
+            key = "ablate" if arm not in recipe_file.variants else f"variants.{arm}"
             raise HarnessError(_pydantic_message(path, exc, "", VariantConfig).replace(
-                f"{path}: ", f"{path}: {key} (variant {name!r}): ", 1)) from None
+                f"{path}: ", f"{path}: {key} (variant {arm!r}): ", 1)) from None
         seedless = config.to_dict()
         seedless["train"].pop("seed")
         digest = content_hash(seedless)
         if digest in seen_hashes:
             raise HarnessError(
-                f"{path}: variants {seen_hashes[digest]!r} and {name!r} resolve to the same config"
+                f"{path}: variants {seen_hashes[digest]!r} and {arm!r} resolve to the same config"
             )
-        seen_hashes[digest] = name
-        variants.append(Variant(name=name, overrides=overrides, config=config, hash=digest))
+        seen_hashes[digest] = arm
+        variants.append(Variant(name=arm, overrides=overrides, config=config, hash=digest))
 
     from harness.evaluate.resolve import check_names
 
@@ -336,7 +466,7 @@ def load_recipe(path: str | Path) -> Recipe:
             raise HarnessError(f"{path}: key `eval` (variant {variant.name!r}): {exc}") from None
 
     return Recipe(
-        name=recipe_file.name or path.stem,
+        name=name,
         path=path,
         description=recipe_file.description,
         mode=recipe_file.mode,

@@ -2,7 +2,8 @@
 
 A stage's key holds exactly the config slice it depends on plus the hashes of the stages it
 reads, so changing an axis invalidates only what is downstream. A stage folder appears by
-atomic rename when complete; a half-done stage is simply absent and is redone.
+atomic rename when complete; a half-done stage is simply absent and is redone. Every stage kind
+is computed through `compute_once`, so processes sharing a cache compute each stage once.
 
 Precision is part of the train and eval keys as it *ran*: `bf16: auto` resolves per machine
 (harness.devices), so the same recipe trains in bf16 on an A100 and in float32 on an AVX2 laptop,
@@ -13,6 +14,7 @@ GPU jobs computed; when neither exists it is computed in this machine's precisio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,3 +101,13 @@ def eval_stage(config: VariantConfig, task_name: str, task_revision: str) -> Sta
         Stage("eval", {"train": train, "task": task_name, "revision": task_revision, "precision": precision})
         for precision in precisions_to_try(config.eval.bf16, config.eval.device)
     ])
+
+
+def compute_once(stage: Stage, build: Callable[[Path], None]) -> bool:
+    """Build `stage` unless it is done, once across processes (harness.locks); True if built here.
+
+    `build(tmp)` writes the stage's files into a staging folder that becomes `stage.dir`.
+    """
+    from harness.locks import build_once
+
+    return build_once(stage.dir, build, what=f"{stage.kind} stage {stage.hash}")

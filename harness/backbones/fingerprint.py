@@ -2,7 +2,8 @@
 
 A backbone or teacher named by a folder is keyed by what is inside it: every file's relative path,
 size and sha256. Hashing a 1 GB checkpoint costs about a second, so each file's digest is cached
-by (path, size, mtime_ns, inode) in the cache folder and computed again only when the file changes.
+by (path, size, mtime_ns, inode) in the machine cache (harness.paths.machine_cache_root) and computed
+again only when the file changes.
 Replacing the weights in a folder therefore gives new train and teacher stages.
 """
 
@@ -21,9 +22,10 @@ _CHUNK = 8 * 1024 * 1024
 
 
 def _digest_cache_file(folder: Path) -> Path:
-    from harness.paths import cache_root
+    """Per machine (a folder's files are facts about this machine's disk), not per stage cache."""
+    from harness.paths import machine_cache_root
 
-    return cache_root() / "fingerprints" / f"{content_hash(str(folder.resolve()), 16)}.json"
+    return machine_cache_root() / "fingerprints" / f"{content_hash(str(folder.resolve()), 16)}.json"
 
 
 def _file_sha256(path: Path) -> str:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.atomic import staged_dir
 from harness.errors import HarnessError
 from harness.hashing import bytes_hash, content_hash
+from harness.locks import build_once
 from harness.paths import cache_root
 
 if TYPE_CHECKING:
@@ -128,11 +128,9 @@ def qwen2_tokenizer(cache_dir: Path | None = None, padding_side: str = "right") 
     from transformers import AutoTokenizer
 
     folder = tokenizer_folder(cache_dir)
-    if (folder / "tokenizer.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-    else:
-        tokenizer = _convert(_tiktoken_file())
-        with staged_dir(folder) as tmp:
-            tokenizer.save_pretrained(tmp)
+    if not (folder / "tokenizer.json").is_file():
+        build_once(folder, lambda tmp: _convert(_tiktoken_file()).save_pretrained(tmp),
+                   what="the converted Qwen2 tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.padding_side = padding_side
     return tokenizer

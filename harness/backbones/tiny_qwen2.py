@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.atomic import staged_dir
 from harness.hashing import content_hash
+from harness.locks import build_once
 from harness.paths import cache_root
 
 TINY_QWEN2 = {
@@ -33,19 +33,22 @@ def tiny_qwen2_folder(cache_dir: Path | None = None) -> Path:
     folder = (cache_dir or cache_root() / "backbones") / f"tiny-qwen2-{content_hash([TINY_QWEN2, INIT_SEED])}"
     if (folder / "config.json").is_file():
         return folder
-    import torch
-    from transformers import Qwen2Config, Qwen2Model
 
-    from harness.backbones.qwen_tokenizer import qwen2_tokenizer
+    def build(tmp: Path) -> None:
+        import torch
+        from transformers import Qwen2Config, Qwen2Model
 
-    tokenizer = qwen2_tokenizer(padding_side="left")
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(INIT_SEED)
-    try:
-        model = Qwen2Model(Qwen2Config(**TINY_QWEN2))
-    finally:
-        torch.random.set_rng_state(generator_state)
-    with staged_dir(folder) as tmp:
+        from harness.backbones.qwen_tokenizer import qwen2_tokenizer
+
+        tokenizer = qwen2_tokenizer(padding_side="left")
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(INIT_SEED)
+        try:
+            model = Qwen2Model(Qwen2Config(**TINY_QWEN2))
+        finally:
+            torch.random.set_rng_state(generator_state)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+
+    build_once(folder, build, what="the tiny-qwen2 backbone")
     return folder

@@ -368,19 +368,24 @@ def cached_teacher_pass(
         from harness.paths import cache_root
 
         cache_dir = cache_root()
+    from harness.locks import locked
+
     key = ranking_key(teacher_id, rows, depth, candidate_pools)
     if store_dtype is not None:  # a forced precision is another ranking (the default follows the rows)
         key = content_hash([key, store_dtype])
     folder = Path(cache_dir) / "rankings" / key
-    if (folder / META_FILE).is_file():
-        ranking = load_ranking(folder)
-        ranking.stats = {**ranking.stats, "cache": "hit"}
-        return ranking
-    ranking = teacher_pass(rows, embed, depth=depth, batch_size=batch_size, show_progress=show_progress,
-                           teacher_id=teacher_id, candidate_pools=candidate_pools,
-                           store_dir=Path(cache_dir) / "teacher-embeddings", store_dtype=store_dtype)
-    save_ranking(ranking, folder)
-    ranking.stats = {**ranking.stats, "cache": "miss"}
+    if not (folder / META_FILE).is_file():
+        with locked(folder, what=f"teacher ranking {key}"):  # one teacher pass across processes
+            if not (folder / META_FILE).is_file():
+                atomic.remove_stale_staging(folder, legacy=True)
+                ranking = teacher_pass(rows, embed, depth=depth, batch_size=batch_size, show_progress=show_progress,
+                                       teacher_id=teacher_id, candidate_pools=candidate_pools,
+                                       store_dir=Path(cache_dir) / "teacher-embeddings", store_dtype=store_dtype)
+                save_ranking(ranking, folder)
+                ranking.stats = {**ranking.stats, "cache": "miss"}
+                return ranking
+    ranking = load_ranking(folder)
+    ranking.stats = {**ranking.stats, "cache": "hit"}
     return ranking
 
 

@@ -16,7 +16,6 @@ import hashlib
 import json
 import random
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -221,12 +220,15 @@ def mix_dir(config: DataConfig) -> Path:
 def ensure_mix(config: DataConfig, *, show_progress: bool = True) -> Path:
     """The unfiltered mix (rows.arrow + card.json), built once and cached; returns its folder."""
     from harness import atomic
+    from harness.locks import build_once
 
     folder = mix_dir(config)
-    if not (folder / "card.json").is_file():
-        with atomic.staged_dir(folder) as tmp:
-            card = _write_mix(config, tmp / TABLE_FILE, tmp / SPOOL_DIR, show_progress)
-            atomic.write_json(tmp / "card.json", card)
+
+    def build(tmp: Path) -> None:
+        card = _write_mix(config, tmp / TABLE_FILE, tmp / SPOOL_DIR, show_progress)
+        atomic.write_json(tmp / "card.json", card)
+
+    build_once(folder, build, what=f"mix {folder.name}")  # once across processes (shards, concurrent runs)
     return folder
 
 
@@ -330,9 +332,11 @@ def build_mix(config: DataConfig, *, show_progress: bool = False) -> tuple[list[
 
     The data stage itself writes the table with `build_table` and never holds the rows.
     """
-    with tempfile.TemporaryDirectory(prefix="harness-mix-") as tmp:
+    from harness.atomic import scratch_dir
+
+    with scratch_dir("harness-mix") as tmp:  # under the cache, cleaned even after a kill
         card = build_table(config, tmp, show_progress=show_progress)
-        rows = list(RowTable(Path(tmp) / TABLE_FILE))
+        rows = list(RowTable(tmp / TABLE_FILE))
     return rows, card
 
 

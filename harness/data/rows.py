@@ -84,11 +84,16 @@ def row_from_record(obj: Any, where: str, task: str, source: str) -> TrainRow:
 
 
 def _read_file(path: Path, task: str, source: str, problems: RowProblems) -> Iterator[TrainRow]:
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:  # bytes, so one non-UTF-8 line is a row problem, not a crash
+        for line_no, raw in enumerate(handle, start=1):
+            where = f"{path}:{line_no}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                problems.report(f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
+                continue
             if not line.strip():
                 continue
-            where = f"{path}:{line_no}"
             try:
                 yield row_from_record(json.loads(line), where, task, source)
             except json.JSONDecodeError as exc:

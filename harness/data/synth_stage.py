@@ -45,9 +45,17 @@ def synthesize_source(config: SynthConfig, *, show_progress: bool = True) -> Pat
     """The rows file of a synth source, generated on first use and cached by its config hash.
 
     An interrupted generation resumes where it stopped on the next run (same path)."""
+    from harness.locks import locked
+
     out = rows_path(config)
     out.parent.mkdir(parents=True, exist_ok=True)
     card = out.parent / "rows.jsonl.card.json"
-    if not (card.is_file() and json.loads(card.read_text(encoding="utf-8")).get("complete")):
-        synthesize_to(config, out, show_progress=show_progress)
+
+    def complete() -> bool:
+        return card.is_file() and bool(json.loads(card.read_text(encoding="utf-8")).get("complete"))
+
+    if not complete():
+        with locked(out, what=f"synthetic rows {out.parent.name}", done=lambda _: complete()):  # one writer
+            if not complete():
+                synthesize_to(config, out, show_progress=show_progress)
     return out

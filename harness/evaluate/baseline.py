@@ -27,7 +27,11 @@ def model_identity(spec: str, model: ModelConfig) -> dict[str, Any]:
 
 
 def slug(spec: str) -> str:
-    return spec.strip("/").replace("/", "__").replace(" ", "_") or "model"
+    """The results folder name of a model spec: safe by construction (no `..`, no separators)."""
+    from harness.paths import NAME_MAX, safe_component
+
+    name = safe_component(spec.strip("/").replace("/", "__").replace(" ", "_")) if spec.strip("/") else "model"
+    return name if len(name) <= NAME_MAX else f"{name[:NAME_MAX - 13]}-{content_hash(spec)}"
 
 
 def evaluate_baseline(spec: str, model: ModelConfig, eval_config: EvalConfig, results_root: Path, *,

@@ -40,9 +40,12 @@ def check_names(config: EvalConfig) -> None:
     foreign = [n for n in config.tasks if n not in REGISTRY and not is_task_folder(n)]
     if not foreign and not config.benchmarks:
         return
+    from harness.errors import HarnessError
     from harness.evaluate.benchmarks import get_benchmark, get_mteb_task
 
     for name in foreign:
+        if name.startswith((".", "/", "~")) or "/" in name:  # a path, never an mteb task name
+            raise HarnessError(f"no such task folder {name!r} (a table-matching task folder holds task.yaml)")
         get_mteb_task(name)
     for name in config.benchmarks:
         get_benchmark(name)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from harness.atomic import scratch_dir
 from harness.evaluate.encoder import HarnessEncoder
 from harness.evaluate.units import load_predictions, units_from_predictions
 from harness.paths import cache_root
@@ -32,7 +32,7 @@ def evaluate(encoder: HarnessEncoder, tasks: list[Any]) -> tuple[dict[str, Any],
 
     scores: dict[str, Any] = {}
     units: list[pd.DataFrame] = []
-    with tempfile.TemporaryDirectory(prefix="harness-pred-") as pred_dir:
+    with scratch_dir("harness-pred") as pred_dir:  # under the cache; a killed run's is removed next time
         result = mteb.evaluate(
             encoder, tasks, cache=mteb.ResultCache(cache_root() / "mteb"), overwrite_strategy="always",
             prediction_folder=pred_dir, show_progress_bar=getattr(encoder, "show_progress", True),

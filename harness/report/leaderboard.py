@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from harness import atomic
-from harness.report.results import load_scores
+from harness.report.results import Skipped, load_scores, read_json, skipped_markdown
 from harness.report.stats import significance_mark
 
 HEADER = """# Leaderboard
@@ -26,27 +27,43 @@ see each recipe's report for the tests, CIs and minimum detectable effects.
 """
 
 
-def _significance(results_root: Path, recipe: str) -> dict[str, Any]:
+def _significance(results_root: Path, recipe: str, skipped: list[Skipped]) -> dict[str, Any]:
+    """A recipe's significance marks; an unreadable file costs the marks, not the leaderboard."""
     path = results_root / recipe / "significance.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    data, problem = read_json(path)
+    if problem or not isinstance(data, dict):
+        skipped.append(Skipped(path, f"{problem or 'not a mapping'}; this recipe's rows carry no marks"))
+        return {}
+    return {variant: entry for variant, entry in data.items() if isinstance(entry, dict)}
 
 
 def _mark(entry: dict[str, Any] | None) -> str:
-    if not entry or entry.get("p_holm") is None:
+    p = entry.get("p_holm") if isinstance(entry, dict) else None
+    if not isinstance(p, int | float) or isinstance(p, bool):
         return ""
-    return significance_mark(float(entry["p_holm"]))
+    return significance_mark(float(p))
 
 
-def leaderboard_markdown(results_root: Path, out_dir: Path | None = None) -> str:
-    scores = load_scores(results_root)
+def leaderboard_markdown(results_root: Path, out_dir: Path | None = None,
+                         skipped: list[Skipped] | None = None) -> str:
+    """The leaderboard of every readable run; what could not be read is listed at the end (and
+    appended to `skipped` when given)."""
+    problems: list[Skipped] = []
+    scores = load_scores(results_root, skipped=problems, recipe_level=False)
     if scores.empty:
-        return HEADER + "\nNo results yet: run `python -m harness ablate recipes/quickstart.yaml`.\n"
+        if skipped is not None:
+            skipped.extend(problems)
+        tail = "\n".join(skipped_markdown(problems, results_root))
+        return (HEADER + "\nNo results yet: run `python -m harness ablate recipes/quickstart.yaml`.\n"
+                + (f"\n{tail}" if tail else ""))
     table = scores.pivot_table(index=["recipe", "variant"], columns="task", values="main_score", aggfunc="mean") * 100
     seeds = scores.groupby(["recipe", "variant"])["seed"].nunique()
     table["Mean(Task)"] = table.mean(axis=1)
     tasks = [c for c in table.columns if c != "Mean(Task)"]
     metric = scores.drop_duplicates("task").set_index("task")["main_metric"]
-    significance = {recipe: _significance(results_root, recipe) for recipe in scores["recipe"].unique()}
+    significance = {recipe: _significance(results_root, recipe, problems) for recipe in scores["recipe"].unique()}
 
     rows = []
     ordered = table.reset_index().sort_values(["Mean(Task)", "recipe", "variant"], ascending=[False, True, True])
@@ -54,6 +71,7 @@ def leaderboard_markdown(results_root: Path, out_dir: Path | None = None) -> str
         recipe, variant = record[0], record[1]
         values = dict(zip(table.columns, record[2:], strict=True))
         sig = significance[recipe].get(variant, {})
+        sig = {k: v for k, v in sig.items() if isinstance(v, dict)}
         has_control = (recipe, "base") in table.index
         delta = ""
         if variant != "base" and has_control:
@@ -66,8 +84,20 @@ def leaderboard_markdown(results_root: Path, out_dir: Path | None = None) -> str
                        for t in tasks)])
     headers = ["#", "recipe", "variant", "seeds", "Mean(Task)", "Δ vs base", *(f"{t} ({metric[t]})" for t in tasks)]
     body = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
-    return f"{HEADER}\n{body}\n"
+    if skipped is not None:
+        skipped.extend(problems)
+    tail = "\n".join(skipped_markdown(problems, results_root))
+    return f"{HEADER}\n{body}\n" + (f"\n{tail}" if tail else "")
 
 
-def write_leaderboard(results_root: Path, out: Path) -> Path:
-    return atomic.write_text(out, leaderboard_markdown(results_root, out.parent.resolve()))
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def write_leaderboard(results_root: Path, out: Path, *, log: Callable[[str], None] = _warn) -> Path:
+    """Write the leaderboard; every skipped results file is also reported through `log`."""
+    skipped: list[Skipped] = []
+    path = atomic.write_text(out, leaderboard_markdown(results_root, out.parent.resolve(), skipped))
+    for item in skipped:
+        log(f"leaderboard: skipped {item}")
+    return path

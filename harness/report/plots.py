@@ -30,7 +30,11 @@ def _save(fig, path: Path) -> Path:  # noqa: ANN001
 
 
 def axis_plot(axis: str, points: pd.DataFrame, path: Path) -> Path:
-    """`points`: columns value (axis value, as label), task, score, low, high (x100)."""
+    """`points`: columns value (axis value, as label), task, score, low, high (x100), and variant.
+
+    Two variants with the same axis value (a stale copy beside the current folder) get labels
+    `value (variant)`, so each keeps its own point instead of breaking the plot."""
+    points = _unique_labels(points)
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     labels = list(dict.fromkeys(points["value"]))
@@ -47,6 +51,19 @@ def axis_plot(axis: str, points: pd.DataFrame, path: Path) -> Path:
     path = _save(fig, path)
     plt.close(fig)
     return path
+
+
+def _unique_labels(points: pd.DataFrame) -> pd.DataFrame:
+    if "variant" not in points.columns or points.empty:
+        return points
+    per_value = points.groupby("value")["variant"].nunique()
+    shared = set(per_value[per_value > 1].index)
+    if not shared:
+        return points
+    points = points.copy()
+    points["value"] = [f"{value} ({variant})" if value in shared else value
+                       for value, variant in zip(points["value"], points["variant"], strict=True)]
+    return points
 
 
 def delta_heatmap(deltas: pd.DataFrame, path: Path) -> Path:

@@ -6,12 +6,12 @@ Reads only results/ files, so a report can be regenerated anywhere from a copy o
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from tabulate import tabulate
 
 from harness import atomic
@@ -19,7 +19,8 @@ from harness.errors import HarnessError
 from harness.recipe import CONTROL_NAME
 from harness.report import power, stats
 from harness.report.plots import axis_plot, delta_heatmap
-from harness.report.results import load_scores
+from harness.report.results import (Skipped, duplicate_variants, load_scores, load_units, load_variant_configs, scan,
+                                    skipped_markdown)
 from harness.report.significance import KEYS, TaskComparison, compare_recipe, load_recipe_units, unit_metric
 from harness.report.tables import comparison_markdown, control_first, variant_task_means
 
@@ -50,11 +51,7 @@ def _md(rows: list[list[Any]], headers: list[str]) -> str:
 
 
 def _variant_overrides(recipe_dir: Path) -> dict[str, dict[str, Any]]:
-    out = {}
-    for path in sorted(recipe_dir.glob("*/config.yaml")):
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        out[path.parent.name] = {"overrides": data.get("overrides") or {}, "config": data.get("config") or {}}
-    return out
+    return load_variant_configs(recipe_dir)  # unreadable config.yaml files are left out
 
 
 def _base_value(config: dict[str, Any], dotted: str) -> Any:
@@ -89,12 +86,10 @@ def _unit_means(units: dict[tuple[str, int], pd.DataFrame], scores: pd.DataFrame
 
 def _per_language(recipe_dir: Path, order: list[str]) -> list[str]:
     """Subset (language pair) scores for multilingual tasks, mean over seeds."""
-    import json
-
     records = []
-    for path in sorted(recipe_dir.glob("*/seed-*/scores.json")):
-        variant = path.parent.parent.name
-        for task, s in json.loads(path.read_text(encoding="utf-8"))["tasks"].items():
+    for run in scan(recipe_dir, recipe_level=True)[0]:  # readable runs only
+        variant = run.variant
+        for task, s in run.scores["tasks"].items():
             if len(s["subsets"]) > 1:
                 for subset, values in s["subsets"].items():
                     records.append((task, variant, subset, 100 * values["main_score"]))
@@ -148,9 +143,17 @@ def _precision_text(recipe_dir: Path) -> str:
 
 def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[str, Any]] | None = None) -> str:
     """report.md's text; ``analysis`` is ``compare_recipe``'s result when the caller already has it."""
-    scores = load_scores(recipe_dir)
+    skipped: list[Skipped] = []
+    scores = load_scores(recipe_dir, skipped=skipped, recipe_level=True)
+    load_units(recipe_dir, skipped=skipped)  # lists unreadable units files (the tests skip those runs)
+    warnings = duplicate_variants(load_variant_configs(recipe_dir, skipped=skipped))
+    for item in skipped:
+        print(f"report: skipped {item}", file=sys.stderr)
+    for warning in warnings:
+        print(f"report: warning: {warning}", file=sys.stderr)
     if scores.empty:
-        raise HarnessError(f"{recipe_dir}: no scores found (expected <variant>/seed-N/scores.json)")
+        listed = "".join(f"\n  {item}" for item in skipped)
+        raise HarnessError(f"{recipe_dir}: no readable scores found (expected <variant>/seed-N/scores.json){listed}")
     name = recipe_dir.name
     variants = sorted(scores["variant"].unique())
     order = control_first(variants)
@@ -212,6 +215,9 @@ def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[st
 
     lines += _per_language(recipe_dir, order)
     lines += _plots(recipe_dir, scores, order)
+    if warnings:
+        lines += ["## Warnings", "", *(f"- {w}" for w in warnings), ""]
+    lines += skipped_markdown(skipped, recipe_dir)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -260,7 +266,7 @@ def significance_summary(recipe_dir: Path,
                          analysis: tuple[list[TaskComparison], dict[str, Any]] | None = None) -> dict[str, Any]:
     """What the leaderboard marks: per-task and across-task Holm-corrected p per variant, with the
     smallest p each test could reach (``p_min``, ``p_min_holm``) and, under SETTINGS_KEY, the resamples."""
-    comparisons, summary = analysis or compare_recipe(recipe_dir, load_scores(recipe_dir))
+    comparisons, summary = analysis or compare_recipe(recipe_dir, load_scores(recipe_dir, recipe_level=True))
     family = len(summary["holm"]) or 1
     b = summary["n_resamples"]
     out: dict[str, Any] = {SETTINGS_KEY: {
@@ -281,9 +287,9 @@ def significance_summary(recipe_dir: Path,
 
 def write_report(recipe_dir: Path) -> Path:
     """Write report.md (and significance.json, which the leaderboard reads for its marks)."""
-    scores = load_scores(recipe_dir)
-    if scores.empty:
-        raise HarnessError(f"{recipe_dir}: no scores found (expected <variant>/seed-N/scores.json)")
+    scores = load_scores(recipe_dir, recipe_level=True)
+    if scores.empty:  # build_report names what it skipped
+        return atomic.write_text(recipe_dir / "report.md", build_report(recipe_dir))
     analysis = compare_recipe(recipe_dir, scores)
     atomic.write_json(recipe_dir / "significance.json", significance_summary(recipe_dir, analysis))
     return atomic.write_text(recipe_dir / "report.md", build_report(recipe_dir, analysis))

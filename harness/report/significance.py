@@ -70,10 +70,10 @@ def unit_metric(task_type: str, main_metric: str, available: set[str]) -> tuple[
 
 
 def load_recipe_units(recipe_dir: Path) -> dict[tuple[str, int], pd.DataFrame]:
-    out = {}
-    for path in sorted(recipe_dir.glob("*/seed-*/units.parquet")):
-        out[(path.parent.parent.name, int(path.parent.name.removeprefix("seed-")))] = pd.read_parquet(path)
-    return out
+    """Per-unit scores by (variant, seed); unreadable runs are skipped (harness/report/results.py)."""
+    from harness.report.results import load_units
+
+    return load_units(recipe_dir)
 
 
 def recipe_arms(units: dict[tuple[str, int], pd.DataFrame], scores: pd.DataFrame) -> dict[str, list[pd.DataFrame]]:

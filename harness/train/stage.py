@@ -6,21 +6,21 @@ Called in-process by `ablate` for single-process variants, and by `python -m har
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from harness import atomic
+from harness import atomic, locks
 from harness.config import VariantConfig
-from harness.errors import HarnessError
-from harness.stages import Stage, data_stage, train_stage
+from harness.errors import HarnessRuntimeError
+from harness.stages import Stage, compute_once, data_stage, train_stage
 
 
 def build_data(config: VariantConfig, *, show_progress: bool = True) -> dict[str, Any]:
@@ -29,14 +29,15 @@ def build_data(config: VariantConfig, *, show_progress: bool = True) -> dict[str
     Written streaming into a staging folder that appears under its final name only when complete.
     """
     stage = data_stage(config)
-    if not stage.done():
+
+    def build(tmp: Path) -> None:
         from harness.data.mix import build_table
 
-        with atomic.staged_dir(stage.dir) as tmp:
-            card = build_table(config.data, tmp, show_progress=show_progress)
-            atomic.write_json(tmp / "card.json", card)
-        return {"built": True, **card}
-    return {"built": False, **json.loads((stage.dir / "card.json").read_text(encoding="utf-8"))}
+        card = build_table(config.data, tmp, show_progress=show_progress)
+        atomic.write_json(tmp / "card.json", card)
+
+    built = compute_once(stage, build)
+    return {"built": built, **json.loads((stage.dir / "card.json").read_text(encoding="utf-8"))}
 
 
 def work_dir(stage: Stage) -> Path:
@@ -55,30 +56,39 @@ def run_train_stage(config: VariantConfig, *, show_progress: bool = True) -> dic
     world = init_from_env(device)
     stage = train_stage(config)
     if stage.done():
-        return json.loads((stage.dir / "summary.json").read_text(encoding="utf-8"))
+        return _summary(stage)
     precision = resolve_precision(config.train.bf16, device)
     if precision.name != stage.key["precision"]:  # cannot happen unless ranks see different hardware
-        raise HarnessError(f"train stage {stage.hash} is keyed for {stage.key['precision']} but this process "
+        raise HarnessRuntimeError(f"train stage {stage.hash} is keyed for {stage.key['precision']} but this process "
                            f"resolved {precision.name} ({precision.reason})")
-    if world.is_main:
-        build_data(config)
-    barrier(world)
-    rows = open_table(data_stage(config).dir)  # memory-mapped: each rank reads only its batches' rows
-    work = work_dir(stage)
-    work.mkdir(parents=True, exist_ok=True)
-    if world.is_main:
-        atomic.remove_stale_staging(stage.dir)
-        with atomic.staged_dir(stage.dir) as tmp:
-            log, summary = train(config, rows, tmp / "model", work_dir=work, world=world, show_progress=show_progress,
-                                 device=device, precision=precision)
-            atomic.write_text(tmp / "log.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in log))
-            atomic.write_json(tmp / "summary.json", summary)
-        shutil.rmtree(work, ignore_errors=True)
-    else:
-        _, summary = train(config, rows, Path(os.devnull), work_dir=work, world=world, show_progress=False,
-                           device=device, precision=precision)
-    barrier(world)
+    with contextlib.ExitStack() as hold:
+        if world.is_main:  # one holder per stage across processes; the other ranks follow rank 0
+            hold.enter_context(locks.locked(stage.dir, what=f"train stage {stage.hash}"))
+            if not stage.done():
+                build_data(config, show_progress=show_progress)
+        barrier(world)
+        if stage.done():  # another process trained it while we waited for the lock
+            return {**_summary(stage), "cached": True}
+        rows = open_table(data_stage(config).dir)  # memory-mapped: each rank reads only its batches' rows
+        work = work_dir(stage)
+        work.mkdir(parents=True, exist_ok=True)
+        if world.is_main:
+            atomic.remove_stale_staging(stage.dir, legacy=True)
+            with atomic.staged_dir(stage.dir) as tmp:
+                log, summary = train(config, rows, tmp / "model", work_dir=work, world=world,
+                                     show_progress=show_progress, device=device, precision=precision)
+                atomic.write_text(tmp / "log.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in log))
+                atomic.write_json(tmp / "summary.json", summary)
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            _, summary = train(config, rows, Path(os.devnull), work_dir=work, world=world, show_progress=False,
+                               device=device, precision=precision)
+        barrier(world)
     return summary
+
+
+def _summary(stage: Stage) -> dict[str, Any]:
+    return json.loads((stage.dir / "summary.json").read_text(encoding="utf-8"))
 
 
 def launch_torchrun(config: VariantConfig, *, show_progress: bool = True) -> dict[str, Any]:
@@ -86,17 +96,24 @@ def launch_torchrun(config: VariantConfig, *, show_progress: bool = True) -> dic
     from harness.backbones import resolve_path
 
     stage = train_stage(config)
+    if stage.done():
+        return _summary(stage)
     resolve_path(config.model.backbone)  # build embedded backbones once here, not in N racing ranks
-    build_data(config)
-    with tempfile.TemporaryDirectory(prefix="harness-torchrun-") as tmp:
-        cfg_path = Path(tmp) / "variant.yaml"
-        cfg_path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=True), encoding="utf-8")
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={config.train.nproc}", "-m", "harness", "train", str(cfg_path)]
-        if not show_progress:
-            cmd.append("--no-progress")
-        result = subprocess.run(cmd, check=False)
+    # The launcher holds the stage's lock for its ranks (they inherit it), so a second process
+    # running the same variant waits here instead of starting a second torchrun.
+    with locks.locked(stage.dir, what=f"train stage {stage.hash}"):
+        if stage.done():
+            return {**_summary(stage), "cached": True}
+        build_data(config, show_progress=show_progress)
+        with atomic.scratch_dir("harness-torchrun") as tmp:
+            cfg_path = tmp / "variant.yaml"
+            cfg_path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=True), encoding="utf-8")
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc_per_node={config.train.nproc}", "-m", "harness", "train", str(cfg_path)]
+            if not show_progress:
+                cmd.append("--no-progress")
+            result = subprocess.run(cmd, check=False, env=locks.inherit_env(stage.dir))
     if result.returncode != 0 or not stage.done():
-        raise HarnessError(f"torchrun training of stage {stage.hash} failed (exit code {result.returncode}); "
-                           f"its checkpoints in {work_dir(stage)} let the next run resume")
-    return json.loads((stage.dir / "summary.json").read_text(encoding="utf-8"))
+        raise HarnessRuntimeError(f"torchrun training of stage {stage.hash} failed (exit code {result.returncode}); "
+                                  f"its checkpoints in {work_dir(stage)} let the next run resume")
+    return _summary(stage)

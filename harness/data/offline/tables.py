@@ -29,8 +29,9 @@ import numpy as np
 import pandas as pd
 
 from harness.data.rows import TrainRow
-from harness.errors import HarnessError
+from harness.errors import HarnessError, not_utf8
 from harness.hashing import content_hash
+from harness.paths import name_problem
 
 Kind = Literal["column", "tuple"]
 Split = Literal["train", "test"]
@@ -164,9 +165,14 @@ def _read_options(path: Path) -> Any:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise HarnessError(f"{path}: invalid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
     if not isinstance(raw, dict):
         raise HarnessError(f"{path}: must be a YAML mapping with at least `name` and `kind`")
     model = _task_options_model()
+    name_issue = name_problem(raw.get("name")) if isinstance(raw.get("name"), str) else None
+    if name_issue:  # the task name becomes a file name in mteb's result cache
+        raise HarnessError(f"{path}: key `name`: the task name {name_issue}")
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
@@ -189,8 +195,11 @@ def _read_table(path: Path, delimiter: str) -> pd.DataFrame:
             raise HarnessError(f"{path}: cannot read parquet ({exc})") from None
         frame.columns = [str(c) for c in frame.columns]
         return frame.astype(object).where(frame.notna(), "").astype(str)
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        header = next(csv.reader(handle, delimiter=delimiter), None)
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            header = next(csv.reader(handle, delimiter=delimiter), None)
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
     if not header:
         raise HarnessError(f"{path}: empty table (the first line must be the header)")
     duplicated = sorted({h for h in header if header.count(h) > 1})
@@ -198,7 +207,9 @@ def _read_table(path: Path, delimiter: str) -> pd.DataFrame:
         raise HarnessError(f"{path}:1: duplicate column header(s) {duplicated}")
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False, sep=delimiter, encoding="utf-8-sig")
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
+    except pd.errors.ParserError as exc:
         raise HarnessError(f"{path}: cannot parse CSV ({exc})") from None
 
 
@@ -209,6 +220,12 @@ class _CsvFile:
         self.path = path
         if not path.is_file():
             raise HarnessError(f"{path}: missing")
+        try:
+            self._read(path, required)
+        except UnicodeDecodeError as exc:
+            raise not_utf8(path, exc) from None
+
+    def _read(self, path: Path, required: Sequence[str]) -> None:
         with path.open(encoding="utf-8-sig", newline="") as handle:
             reader = csv.DictReader(handle)
             header = reader.fieldnames or []

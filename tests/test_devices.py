@@ -241,3 +241,25 @@ def test_precision_is_in_the_stage_keys_and_auto_finds_either(monkeypatch: pytes
     assert train_stage(forced).key["precision"] == "fp32"
     evaluated = eval_stage(config, "HarnessCodeRetrieval", "rev")
     assert evaluated.key["train"] == on_gpu_node.hash and evaluated.key["precision"] == "fp32"
+
+
+def test_an_evaluation_encodes_each_recurring_text_once() -> None:
+    """mteb asks per subset and side; texts shared across subsets (CLDR's English side) are encoded once
+    and the vectors equal a fresh encode."""
+    from harness.evaluate.encoder import HarnessEncoder
+
+    model = Embedder.from_config(ModelConfig(backbone="minilm"))
+    calls: list[int] = []
+    original = model.encode
+
+    def counting(texts, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(texts))
+        return original(texts, **kwargs)
+
+    model.encode = counting  # type: ignore[method-assign]
+    encoder = HarnessEncoder(model, name="t/memo", revision="0", show_progress=False)
+    first = encoder._encode_once([*TEXTS, TEXTS[0]], 32, "a")
+    second = encoder._encode_once(["new text", TEXTS[1]], 32, "b")
+    assert calls == [3, 1]  # duplicates within and across calls encoded once
+    np.testing.assert_allclose(first[3], first[0])
+    np.testing.assert_allclose(second[1], original([TEXTS[1]], max_length=32)[0], atol=1e-6)

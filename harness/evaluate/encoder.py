@@ -18,6 +18,7 @@ from harness.evaluate.tasks import task_instruction
 from harness.instructions import RETRIEVAL
 from harness.model import Embedder, format_query, instruction_budget_warning, query_tokens_left
 
+MEMO_BYTES = 512 * 2**20  # vectors kept for texts that recur across subsets and sides of an evaluation
 QUERY_SIDE_TYPES = {"Retrieval", "Reranking", "InstructionRetrieval", "InstructionReranking"}
 ALL_INPUT_TYPES = {"Classification", "MultilabelClassification", "Clustering"}
 
@@ -46,6 +47,8 @@ class HarnessEncoder(AbsEncoder):
         self.show_progress = show_progress
         self.log = log
         self._budget_checked: set[tuple[str, str]] = set()
+        self._memo: dict[tuple[str, int], np.ndarray] = {}
+        self._memo_bytes = 0
         cfg = embedder.config
         self.mteb_model_meta = ModelMeta(
             loader=None, name=name, revision=revision, release_date=None, languages=None,
@@ -65,9 +68,28 @@ class HarnessEncoder(AbsEncoder):
             self._check_budget(task_metadata.name, instruction, max_length)
             texts = [format_query(t, instruction, cfg.instruction_template) for t in texts]
         side = prompt_type.value if prompt_type else "text"
-        return self.model.encode(texts, max_length=max_length, batch_size=self.batch_size,
-                                 show_progress=self.show_progress, bf16=self.bf16, replicas=self.replicas,
-                                 desc=f"{task_metadata.name}/{hf_subset}/{side}")
+        return self._encode_once(texts, max_length, f"{task_metadata.name}/{hf_subset}/{side}")
+
+    def _encode_once(self, texts: list[str], max_length: int, desc: str) -> np.ndarray:
+        """Encode each distinct (text, max_length) once per encoder: mteb calls `encode` per subset and
+        side, and subsets often share one side (every CLDR language pair has the same English names;
+        multilingual retrieval tasks share corpora). Vectors are kept up to MEMO_BYTES."""
+        keys = [(t, max_length) for t in texts]
+        missing = [k for k in dict.fromkeys(keys) if k not in self._memo]
+        fresh: dict[tuple[str, int], np.ndarray] = {}
+        if missing:
+            vectors = self.model.encode([t for t, _ in missing], max_length=max_length, batch_size=self.batch_size,
+                                        show_progress=self.show_progress, bf16=self.bf16, replicas=self.replicas,
+                                        desc=desc)
+            fresh = dict(zip(missing, vectors, strict=True))
+            for key, vector in fresh.items():
+                if self._memo_bytes + vector.nbytes > MEMO_BYTES:
+                    break
+                self._memo[key] = vector
+                self._memo_bytes += vector.nbytes
+        if not keys:
+            return np.zeros((0, self.model.dim), dtype=np.float32)
+        return np.stack([fresh[k] if k in fresh else self._memo[k] for k in keys])
 
     def _check_budget(self, task: str, instruction: str, max_length: int) -> None:
         """Warn once per (task, instruction) when the instruction leaves almost no room for the text."""

@@ -157,6 +157,29 @@ class MatryoshkaConfig(_Strict):
         return self
 
 
+class HardNegativeMixingConfig(_Strict):
+    """Online hard-negative mixing (KaLM-Embedding-V2, arXiv 2506.20923; after MoCHi, arXiv 2010.01028):
+    per query, synthetic negatives normalise(λ·n_j + (1-λ)·n_k) of two of its own hardest negatives,
+    added to that query's logits only. harness.train.loss says which details are the paper's."""
+
+    synthetic: int = Field(2, ge=0, description="synthetic negatives per query (0 = off, the plain loss)")
+    hardest: int | None = Field(None, ge=2, description="mix among the row's `hardest` hard negatives by "
+                                "current similarity (at most as many as it has); null = all of them")
+    beta: tuple[float, float] = Field((2.0, 2.0), description="Beta(a, b) shape of λ (KaLM-V2: Beta(2, 2))")
+    coefficient: tuple[float, float] = Field((0.0, 1.0), description="λ range [lo, hi] in [0, 1]: "
+                                             "λ = lo + (hi - lo) * Beta(a, b)")
+    detach: bool = Field(True, description="no gradient into the mixed embeddings (MoCHi's synthetic points)")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> HardNegativeMixingConfig:
+        lo, hi = self.coefficient
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"hard_negative_mixing.coefficient {list(self.coefficient)}: need 0 <= lo <= hi <= 1")
+        if min(self.beta) <= 0:
+            raise ValueError(f"hard_negative_mixing.beta {list(self.beta)}: both shape parameters must be > 0")
+        return self
+
+
 class TrainConfig(_Strict):
     steps: int | None = Field(None, ge=1, description="optimizer steps; None = `epochs` over the data")
     epochs: float = Field(1.0, gt=0)
@@ -170,6 +193,10 @@ class TrainConfig(_Strict):
     homogeneous_ratio: float = Field(
         0.0, ge=0, le=1, description="semi-homogeneous task batches: share of a batch from one task")
     matryoshka: MatryoshkaConfig | None = None
+    focal_gamma: float = Field(0.0, ge=0, description="focal-style re-weighting (KaLM-Embedding-V2): each row's "
+                               "InfoNCE term times (1 - p_pos)^gamma; 0 = off")
+    hard_negative_mixing: HardNegativeMixingConfig | None = Field(
+        None, description="online hard-negative mixing (KaLM-Embedding-V2); null = off")
     lora: LoraConfig | None = None
     bf16: bool | Literal["auto"] = Field("auto", description=BF16_HELP)
     device: str = Field("auto", pattern=DEVICE_PATTERN, description=DEVICE_HELP)
@@ -205,6 +232,14 @@ class VariantConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _mixing_has_pairs(self) -> VariantConfig:
+        mixing = self.train.hard_negative_mixing
+        if mixing is not None and mixing.synthetic > 0 and self.data.hard_negatives < 2:
+            raise ValueError(f"train.hard_negative_mixing mixes pairs of a row's own hard negatives: it needs "
+                             f"data.hard_negatives >= 2 (got {self.data.hard_negatives})")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -82,6 +82,44 @@ class SourceConfig(_Strict):
     langs: list[str] | None = Field(None, description="cldr-bitext languages (babel codes)")
 
 
+# Each positive-aware mining rule's parameter and NV-Retriever's best value for it (None: none published).
+NEGATIVE_PARAMETERS: dict[str, tuple[str, float | None]] = {
+    "top_k_abs": ("max_score", None),
+    "margin_pos": ("margin", 0.05),
+    "perc_pos": ("percent", 0.95),
+}
+
+
+class NegativesConfig(_Strict):
+    """Which teacher-ranked candidates may become hard negatives (harness.data.mining): KaLM's rank
+    `window`, or NV-Retriever's positive-aware rules (arXiv 2407.15831) that remove candidates scoring
+    too close to the positive as likely false negatives."""
+
+    method: Literal["window", "top_k_abs", "margin_pos", "perc_pos"] = Field(
+        "window", description="window = teacher ranks filter.window (KaLM); top_k_abs = below max_score; "
+        "margin_pos = below positive score - margin; perc_pos = below percent x positive score (NV-Retriever)")
+    max_score: float | None = Field(None, ge=-1, le=1, description="top_k_abs: absolute teacher-score ceiling")
+    margin: float | None = Field(None, ge=0, le=2, description="margin_pos: ceiling = positive score - margin "
+                                 "(default 0.05)")
+    percent: float | None = Field(None, gt=0, le=1, description="perc_pos: ceiling = percent x positive score "
+                                  "(default 0.95, NV-Retriever's best)")
+    sampling: Literal["hardest", "random"] | None = Field(
+        None, description="among eligible candidates: hardest first, or random with data.seed; null = the "
+        "method's own (random in the window, hardest for the positive-aware rules)")
+
+    @model_validator(mode="after")
+    def _parameters(self) -> NegativesConfig:
+        own = NEGATIVE_PARAMETERS.get(self.method, (None, None))[0]
+        for method, (name, default) in NEGATIVE_PARAMETERS.items():
+            if name != own and getattr(self, name) is not None:
+                raise ValueError(f"negatives.{name} belongs to method {method}, not {self.method}")
+            if name == own and getattr(self, name) is None:
+                if default is None:
+                    raise ValueError(f"negatives.method {method} needs negatives.{name} (a teacher-score ceiling)")
+                setattr(self, name, default)
+        return self
+
+
 class FilterConfig(_Strict):
     """KaLM's ranking-consistency filtering and hard-negative mining, per task, with a teacher."""
 
@@ -90,7 +128,10 @@ class FilterConfig(_Strict):
     top_k: int | None = Field(50, ge=0, description="keep a row only if the teacher ranks its positive at 0-based "
                               "rank <= top_k, i.e. in its top top_k + 1 (KaLM drops pos_score < scores[top_k]); "
                               "null = keep all")
-    window: tuple[int, int] = Field((50, 100), description="teacher ranks [lo, hi) to mine negatives from")
+    window: tuple[int, int] = Field((50, 100), description="teacher ranks [lo, hi) to mine negatives from "
+                                    "(negatives.method window)")
+    negatives: NegativesConfig = Field(default_factory=NegativesConfig,
+                                       description="mining rule: KaLM's window or NV-Retriever's positive-aware rules")
     depth: int = Field(128, ge=1, description="ranks kept by the teacher pass")
     max_length: int = Field(256, ge=4)
     device: str = Field("auto", pattern=DEVICE_PATTERN, description=DEVICE_HELP)

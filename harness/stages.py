@@ -24,7 +24,8 @@ from harness.paths import cache_root
 # Bump a kind's version when its output format or semantics change (old caches are then ignored).
 STAGE_VERSIONS: dict[str, int] = {
     # 2: the filter teacher keyed by its contents and precision
-    "data": 2,
+    # 3: mining rules (filter.negatives); card counts `mined` negatives (was `window`) and the rule's screening
+    "data": 3,
     "contamination": 1,
     # 2: float32 master weights, precision in the key, backbone folders keyed by content
     "train": 2,

@@ -157,6 +157,7 @@ def filter_rows(rows: list[TrainRow], config: DataConfig) -> tuple[list[TrainRow
     arms that differ only in the threshold share it (the teacher loads only on a cache miss)."""
     from harness.config import ModelConfig
     from harness.data.filtering import apply_filter, cached_teacher_pass
+    from harness.data.mining import rule_from_config
     from harness.paths import cache_root
 
     from harness.backbones.fingerprint import backbone_identity
@@ -182,7 +183,7 @@ def filter_rows(rows: list[TrainRow], config: DataConfig) -> tuple[list[TrainRow
                                "max_length": spec.max_length, "precision": precision.name})
     ranking = cached_teacher_pass(rows, embed, teacher_id, cache_root(), depth=spec.depth)
     kept, report = apply_filter(rows, ranking, top_k=spec.top_k, negatives=config.hard_negatives,
-                                window=tuple(spec.window), seed=config.seed)
+                                seed=config.seed, rule=rule_from_config(spec))
     report["teacher"] = {"spec": spec.teacher, "id": teacher_id, "ranking": ranking.key, "precision": precision.name,
                          "teacher_pass": ranking.stats.get("cache")}
     return kept, report

@@ -176,6 +176,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_build(args: argparse.Namespace) -> int:
+    from harness.data.build import data_build, parse_shard
+
+    shard = parse_shard(args.shard) if args.shard else None
+    data_build(args.recipe, variant=args.variant, shard=shard, show_progress=not args.no_progress)
+    return 0
+
+
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from harness.config import SynthConfig
     from harness.data.synth_stage import synthesize_to
@@ -288,9 +296,21 @@ def build_parser() -> argparse.ArgumentParser:
     _output_args(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("data", help="data tools: persona-based synthesis",
-                       description="Data tools. `data synth` generates persona-based synthetic training rows.")
+    p = sub.add_parser("data", help="data tools: build a recipe's data stages, persona-based synthesis",
+                       description="Data tools. `data build` runs only the data stages of a recipe and prints "
+                                   "each data card; `data synth` generates persona-based synthetic training rows.")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    q = data_sub.add_parser("build", help="run only the data stages (sources, mix, filter, negatives, card)",
+                            description="Build the data stage of every variant of RECIPE (or --variant NAME): "
+                                        "sources -> mix -> ranking-consistency filter -> mined negatives -> card, "
+                                        "cached as `ablate` caches them, and print each card. The teacher pass "
+                                        "shards over `torchrun --nproc_per_node N -m harness data build RECIPE`, "
+                                        "or over N jobs running `--shard I/N` followed by one plain run that merges.")
+    q.add_argument("recipe", help="recipe YAML, e.g. recipes/kalm-v1.yaml")
+    q.add_argument("--variant", help="only this variant (default: every variant)")
+    q.add_argument("--shard", help="I/N: only encode teacher shard I (0-based) of N, for executor jobs")
+    q.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    q.set_defaults(func=cmd_data_build)
     q = data_sub.add_parser("synth", help="generate persona-based synthetic rows (FlagEmbedding JSON lines)",
                             description="KaLM's two-step generation: brainstorm a task with a persona as system "
                                         "prompt, then write a JSON example for it; validated, retried, de-duplicated, "

@@ -109,12 +109,12 @@ def contamination_stage(data: Stage, tasks: dict[str, str]) -> Stage:
 def run_contamination(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any) -> None:
     """Which training texts also occur in each evaluation task (exact and near-duplicates)."""
     from harness.data.contamination import contamination_report
-    from harness.data.rows import load_rows
+    from harness.data.table import open_table
     from harness.evaluate.benchmarks import hub_reachable
     from harness.evaluate.resolve import is_local
 
-    rows = load_rows(p.data.dir / "rows.jsonl")
-    texts = [t for r in rows for t in (r.query, *r.pos, *r.neg)]
+    table = open_table(p.data.dir)  # streamed batch by batch: the rows are never all in memory
+    texts = (t for r in table for t in (r.query, *r.pos, *r.neg))
     hub = any(not is_local(tasks[t][0]) for t in p.evals) and hub_reachable()  # one probe, not one per task
     checked = {t: tasks[t][0] for t in p.evals if hub or is_local(tasks[t][0])}
     report = contamination_report(texts, checked)
@@ -173,7 +173,7 @@ def publish(p: RunPlan, log: Any = print) -> None:
     import pandas as pd
 
     from harness.budget import instruction_budget
-    from harness.data.rows import load_rows
+    from harness.data.table import open_table
 
     vdir = variant_dir(p.recipe, p.variant, p.results_root)
     atomic.write_text(vdir / "config.yaml", yaml.safe_dump({
@@ -183,7 +183,7 @@ def publish(p: RunPlan, log: Any = print) -> None:
     out = p.results_dir
     card = json.loads((p.data.dir / "card.json").read_text(encoding="utf-8"))
     card["contamination"] = json.loads((p.contamination.dir / "contamination.json").read_text(encoding="utf-8"))
-    instructions = Counter(r.instruction for r in load_rows(p.data.dir / "rows.jsonl") if r.instruction)
+    instructions = Counter(i for i in open_table(p.data.dir).column("instruction") if i)
     card["instruction_budget"] = instruction_budget(p.config.model, instructions)
     for warning in card["instruction_budget"]["warnings"]:
         log(f"  warning: {warning}")

@@ -23,7 +23,8 @@ from harness.paths import cache_root
 
 # Bump a kind's version when its output format or semantics change (old caches are then ignored).
 STAGE_VERSIONS: dict[str, int] = {
-    # 2: the filter teacher keyed by its contents and precision
+    # 2: the table is rows.arrow (Arrow IPC, memory-mapped), not rows.jsonl; the filter teacher is keyed
+    # by its contents and precision
     # 3: mining rules (filter.negatives); card counts `mined` negatives (was `window`) and the rule's screening
     "data": 3,
     "contamination": 1,

@@ -8,7 +8,14 @@ import re
 import numpy as np
 import pytest
 
-from harness.data.contamination import HASH_FEATURES, NGRAM, contamination_report, normalise, task_texts
+from harness.data.contamination import (
+    HASH_FEATURES,
+    NGRAM,
+    contamination_report,
+    expected_recall,
+    normalise,
+    task_texts,
+)
 from harness.data.offline.cldr_bitext import cldr_bitext
 from harness.data.offline.stdlib_code import stdlib_code_pairs
 from harness.evaluate.tasks import get_task
@@ -155,11 +162,58 @@ def test_near_duplicate_index_misses_no_pair_a_full_comparison_finds() -> None:
     assert got["near_duplicates"]["candidate_pairs"] < similarity.size / 20  # and it scored far fewer pairs
 
 
-def test_near_duplicates_are_skipped_with_a_note_beyond_the_budget(suite: dict) -> None:
+def test_beyond_the_budget_minhash_lsh_runs_and_the_report_says_so(suite: dict) -> None:
     report = contamination_report(_code_texts("train"), {CODE_TASK: suite["tasks"][CODE_TASK]}, max_near_checks=100)
     task = report["tasks"][CODE_TASK]
-    assert "max_near_checks=100" in task["near_duplicates"]["skipped"]
-    assert task["exact"]["distinct"] == 1 and task["eval_texts_touched"] == 1
+    near = task["near_duplicates"]
+    assert near["method"] == "minhash-lsh" and "max_near_checks=100" in near["reason"]
+    assert near["num_perm"] == 128 and near["bands"] * near["rows_per_band"] <= 128
+    assert near["expected_recall_at_threshold"] == round(
+        expected_recall(report["threshold"], near["bands"], near["rows_per_band"]), 4)
+    assert task["exact"]["distinct"] == 1 and task["eval_texts_touched"] >= 1
+    assert "MinHashLSH" in report["near_duplicate_method_at_scale"]
+    default = contamination_report(_code_texts("train"), {CODE_TASK: suite["tasks"][CODE_TASK]})
+    assert default["tasks"][CODE_TASK]["near_duplicates"]["method"] == "tfidf-cosine-prefix-filter"
+
+
+def _edit_chars(text: str, share: float, rng: np.random.Generator) -> str:
+    """Replace about `share` of the characters (Jaccard of 4-gram sets drops a few times faster)."""
+    chars = list(text)
+    for i in rng.choice(len(chars), max(1, int(share * len(chars))), replace=False):
+        chars[i] = "#"
+    return "".join(chars)
+
+
+def test_minhash_finds_planted_near_duplicates_at_the_stated_recall() -> None:
+    """Planted edited copies of eval texts at Jaccard >= 0.8 among real training texts: every reported
+    pair is real (exact Jaccard), and at least the stated recall of the planted ones are found."""
+    from harness.data.contamination import _grams, jaccard
+
+    evals = sorted({normalise(t) for t in _code_texts("test") if len(t) > 300} - {""})
+    rng = np.random.default_rng(0)
+    picked = [evals[i] for i in rng.choice(len(evals), 120, replace=False)]
+    planted = {}
+    for text in picked:
+        copy = normalise(_edit_chars(text, 0.008, rng))
+        planted[copy] = jaccard(_grams(copy), _grams(text))
+    threshold = 0.8
+    assert min(planted.values()) >= threshold and min(planted.values()) < 0.95  # near, not exact
+    train = _code_texts("train")
+    before = contamination_report(train, {"code": evals}, threshold=threshold, max_near_checks=0)["tasks"]["code"]
+    after = contamination_report(train + list(planted), {"code": evals}, threshold=threshold,
+                                 max_near_checks=0)["tasks"]["code"]
+    near = after["near_duplicates"]
+    assert near["method"] == "minhash-lsh"
+    recall = near["expected_recall_at_threshold"]
+    assert 0.99 <= recall < 1
+    # Each training text is judged on its own, so the planted ones found = the difference.
+    found = near["train_texts"] - before["near_duplicates"]["train_texts"]
+    n = len(planted)
+    assert recall * n - 3 * np.sqrt(n * recall * (1 - recall)) <= found <= n, (found, recall)
+    for example in near["examples"]:  # verified pairs: the exact Jaccard is at or above the threshold
+        assert example["similarity"] >= threshold
+        if example["train"] in planted:
+            assert example["similarity"] == pytest.approx(planted[example["train"]], abs=1e-4)
 
 
 def test_report_is_deterministic_and_sorted() -> None:

@@ -9,7 +9,11 @@ in mind. Two checks:
 - exact: equal after `normalise` (hash lookups, linear in the data; always run);
 - near-duplicate: cosine similarity >= a threshold between character 4-gram TF-IDF vectors,
   found with an exact candidate index (prefix filtering, see `_near_duplicates`) instead of
-  comparing every pair; skipped with a note when even the index would do too much work.
+  comparing every pair. For inputs too large for that index (more than MAX_NEAR_CHARS of text,
+  or more than `max_near_checks` postings to compare), MinHash + LSH (`datasketch`) over the same
+  character 4-grams finds candidates in one streaming pass and each candidate is verified by its
+  exact Jaccard similarity; the report names the method that ran, its parameters and the expected
+  recall at the threshold (see `_minhash_near_duplicates`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,18 @@ HASH_FEATURES = 2**22  # hashed n-gram space: collisions are negligible at this 
 TRAIN_BLOCK = 2048  # training rows per sparse product block (bounds peak memory)
 PAIR_BLOCK = 50_000  # candidate pairs scored per block
 SIM_EPS = 1e-6  # float32 rounding must not drop a pair exactly at the threshold
-MAX_NEAR_CHARS = 50_000_000  # beyond this much text (training + one task), near-duplicates are skipped
+MAX_NEAR_CHARS = 50_000_000  # beyond this much text (training + one task), MinHash + LSH is used instead
+MINHASH_PERM = 128  # MinHash permutations: the Jaccard estimate's standard error is ~ 1/sqrt(128) = 0.09
+MINHASH_SEED = 1
+MINHASH_TARGET_RECALL = 0.99  # LSH banding chosen so a pair exactly at the threshold is found this often
+MINHASH_METHOD = (
+    f"Jaccard similarity of the sets of character {NGRAM}-grams of the normalised texts (a text shorter than "
+    f"{NGRAM} characters is one gram); candidates from datasketch MinHashLSH over the task's eval texts "
+    f"({MINHASH_PERM} permutations, seed {MINHASH_SEED}; bands x rows: the most selective banding with "
+    f"recall >= {MINHASH_TARGET_RECALL} at the threshold), "
+    "then every candidate pair verified with its exact Jaccard similarity (no false positives); a pair at "
+    "similarity s becomes a candidate with probability 1 - (1 - s^rows)^bands (the expected recall)"
+)
 
 NORMALISATION = (
     "Unicode NFKC, then str.casefold(), then every run of Unicode whitespace -> one space, then "
@@ -157,7 +172,7 @@ def _strings(values: Iterable[Any]) -> Iterator[str]:
 
 
 def contamination_report(
-    train_texts: Sequence[str],
+    train_texts: Iterable[str],
     tasks: Mapping[str, Any],
     *,
     near_duplicates: bool = True,
@@ -177,13 +192,15 @@ def contamination_report(
       to at least one of them; examples carry the similarity;
     - eval_texts_touched / share_eval_touched: distinct eval texts hit by either check, and
       their share of the task's distinct eval texts.
-    Near-duplicates are skipped (with the reason) when `near_duplicates` is False or when the
-    candidate index would do more than `max_near_checks` pair comparisons (see
-    `_near_duplicates`); exact overlap is always reported.
+    Near-duplicates are skipped when `near_duplicates` is False. When the TF-IDF candidate index
+    would do more than `max_near_checks` comparisons or read more than MAX_NEAR_CHARS (see
+    `_near_duplicates`), MinHash + LSH on Jaccard similarity runs instead; each task's
+    near_duplicates.method says which ran (with the MinHash parameters and expected recall at the
+    threshold). Exact overlap is always reported. `train_texts` may be any iterable (read once).
     """
     if not 0.0 < threshold <= 1.0:
         raise HarnessError(f"contamination: threshold must be in (0, 1], got {threshold!r}")
-    train_by_norm, train_counts = _normalised_index(train_texts)
+    train_by_norm, train_counts, n_train = _normalised_index(train_texts)
     train_side = _TrainSide(list(train_by_norm))
     report_tasks: dict[str, Any] = {}
     names = sorted(tasks)
@@ -201,8 +218,9 @@ def contamination_report(
     return {
         "normalisation": NORMALISATION,
         "near_duplicate_method": NEAR_METHOD,
+        "near_duplicate_method_at_scale": MINHASH_METHOD,
         "threshold": threshold,
-        "train_texts": len(train_texts),
+        "train_texts": n_train,
         "train_texts_distinct": len(train_by_norm),
         "tasks": report_tasks,
     }
@@ -212,19 +230,22 @@ def _is_text_list(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str) and all(isinstance(v, str) for v in value)
 
 
-def _normalised_index(texts: Iterable[str]) -> tuple[dict[str, str], dict[str, int]]:
+def _normalised_index(texts: Iterable[str]) -> tuple[dict[str, str], dict[str, int], int]:
     """Normalised text -> its smallest original spelling (so the input order never shows in the
-    report), and -> how often it occurs. Texts empty once normalised are dropped."""
+    report), and -> how often it occurs; plus the number of texts read (streamed once). Texts
+    empty once normalised are dropped."""
     spelling: dict[str, str] = {}
     counts: dict[str, int] = {}
+    n = 0
     for text in texts:
+        n += 1
         key = normalise(text)
         if key:
             known = spelling.get(key)
             if known is None or text < known:
                 spelling[key] = text
             counts[key] = counts.get(key, 0) + 1
-    return spelling, counts
+    return spelling, counts, n
 
 
 def _task_report(
@@ -237,7 +258,7 @@ def _task_report(
     threshold: float,
     max_near_checks: int,
 ) -> dict[str, Any]:
-    eval_by_norm, eval_counts = _normalised_index(eval_texts)
+    eval_by_norm, eval_counts, _ = _normalised_index(eval_texts)
     exact = sorted(key for key in eval_by_norm if key in train_by_norm)
     exact_set = set(exact)
     report: dict[str, Any] = {
@@ -256,12 +277,16 @@ def _task_report(
     else:
         near = _near_duplicates(train_side, exact_set, sorted(eval_by_norm), threshold=threshold,
                                 max_checks=max_near_checks)
+        if "too_large" in near:
+            near = _minhash_near_duplicates(train_side.texts, exact_set, sorted(eval_by_norm),
+                                            threshold=threshold, reason=near["too_large"])
         if "skipped" in near:
             report["near_duplicates"] = near
         else:
             touched.update(near["eval_hit"])
             pairs = sorted(near["pairs"], key=lambda p: (-p[2], p[0], p[1]))
             report["near_duplicates"] = {
+                **near.get("method", {"method": "tfidf-cosine-prefix-filter"}),
                 "train_texts": len(near["pairs"]),
                 "eval_texts": len(near["eval_hit"]),
                 "candidate_pairs": near["candidate_pairs"],
@@ -333,7 +358,7 @@ def _near_duplicates(
     rows = np.array([i for i, text in enumerate(train_side.texts) if text not in exact], dtype=np.int64)
     chars = train_side.chars + sum(len(text) for text in evals)
     if chars > MAX_NEAR_CHARS:
-        return {"skipped": f"{chars} characters of training + eval text, over {MAX_NEAR_CHARS}; exact overlap only"}
+        return {"too_large": f"{chars} characters of training + eval text, over {MAX_NEAR_CHARS}"}
     if len(rows) == 0 or not evals:
         return {"pairs": [], "eval_hit": set(), "candidate_pairs": 0, "checks": 0}
     train_counts = train_side.counts()[rows]
@@ -350,8 +375,8 @@ def _near_duplicates(
     eval_df = np.bincount(eval_prefix.indices, minlength=HASH_FEATURES).astype(np.int64)
     checks = int(train_df @ eval_df)
     if checks > max_checks:
-        return {"skipped": (f"the candidate index would compare {checks} (training, eval) n-gram postings, "
-                            f"over max_near_checks={max_checks}; exact overlap only"), "checks": checks}
+        return {"too_large": (f"the candidate index would compare {checks} (training, eval) n-gram postings, "
+                              f"over max_near_checks={max_checks}")}
 
     best_sim = np.zeros(len(rows), dtype=np.float64)
     best_eval = np.zeros(len(rows), dtype=np.int64)
@@ -400,3 +425,103 @@ def _prefix_matrix(vectors: Any, idf: np.ndarray, threshold: float) -> Any:
     in_prefix = within_row >= (threshold - SIM_EPS) ** 2 - 1e-9
     rows, cols = row_of[order][in_prefix], vectors.indices[order][in_prefix]
     return sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=vectors.shape)
+
+
+# --- near-duplicates at scale: MinHash + LSH ----------------------------------------------------
+
+
+def _grams(text: str) -> np.ndarray:
+    """The text's distinct character n-grams as sorted 64-bit hashes (vectorised: no Python loop per gram).
+
+    Each gram's code points are combined and mixed (splitmix64's finaliser); a text shorter than
+    NGRAM characters is one gram. Distinct grams collide with probability ~2^-64 per pair.
+    """
+    with np.errstate(over="ignore"):
+        points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+        if len(points) < NGRAM:
+            points = np.concatenate([points, np.zeros(NGRAM - len(points), dtype=np.uint64)])
+        h = np.zeros(len(points) - NGRAM + 1, dtype=np.uint64)
+        for k in range(NGRAM):
+            h = h * np.uint64(0x100000001B3) + points[k : len(points) - NGRAM + 1 + k]
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+    return np.unique(h)
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact Jaccard similarity of two gram sets from `_grams`."""
+    shared = len(np.intersect1d(a, b, assume_unique=True))
+    return shared / (len(a) + len(b) - shared)
+
+
+def _minhash(grams: np.ndarray) -> Any:
+    from datasketch import MinHash
+
+    sketch = MinHash(num_perm=MINHASH_PERM, seed=MINHASH_SEED, hashfunc=int)  # grams are hashed already
+    sketch.update_batch((grams & np.uint64(0xFFFFFFFF)).tolist())
+    return sketch
+
+
+def lsh_bands(threshold: float, num_perm: int = MINHASH_PERM, target: float = MINHASH_TARGET_RECALL) -> tuple[int, int]:
+    """(bands, rows): the most selective banding (most rows per band) whose recall at the threshold
+    still reaches `target`. datasketch's own choice balances false positives against misses, which
+    gives ~0.4 recall at the threshold; here candidates are verified exactly, so misses cost more."""
+    for rows in range(num_perm, 0, -1):
+        bands = num_perm // rows
+        if expected_recall(threshold, bands, rows) >= target:
+            return bands, rows
+    return num_perm, 1
+
+
+def expected_recall(similarity: float, bands: int, rows: int) -> float:
+    """Probability that LSH with `bands` bands of `rows` rows makes a pair of Jaccard `similarity` a candidate."""
+    return 1.0 - (1.0 - similarity**rows) ** bands
+
+
+def _minhash_near_duplicates(train: Iterable[str], exact: set[str], evals: list[str], *, threshold: float,
+                             reason: str) -> dict[str, Any]:
+    """Training texts (not in `exact`) with an eval text of exact Jaccard >= threshold, via MinHash + LSH.
+
+    The eval side (one task) is indexed; training texts stream past it one at a time, so memory is
+    the eval side's grams and sketches, whatever the size of the training data. Candidates that
+    LSH finds are verified exactly, so every reported pair is real; a pair is missed with
+    probability 1 - expected_recall(its similarity) (lowest at the threshold, falling fast above it).
+    """
+    from datasketch import MinHashLSH
+
+    bands, rows = lsh_bands(threshold)
+    lsh = MinHashLSH(num_perm=MINHASH_PERM, params=(bands, rows))
+    eval_grams = [_grams(text) for text in evals]
+    for j, grams in enumerate(eval_grams):
+        lsh.insert(j, _minhash(grams))
+    pairs: list[tuple[str, str, float]] = []
+    eval_hit: set[str] = set()
+    candidates = 0
+    for text in train:
+        if text in exact:
+            continue
+        grams = _grams(text)
+        best: tuple[float, int] | None = None
+        for j in sorted(lsh.query(_minhash(grams))):
+            candidates += 1
+            similarity = jaccard(grams, eval_grams[j])
+            if similarity >= threshold - SIM_EPS:
+                eval_hit.add(evals[j])
+                if best is None or similarity > best[0]:
+                    best = (similarity, j)
+        if best is not None:
+            pairs.append((text, evals[best[1]], float(best[0])))
+    method = {
+        "method": "minhash-lsh",
+        "similarity": f"jaccard of character {NGRAM}-gram sets",
+        "reason": reason,
+        "num_perm": MINHASH_PERM,
+        "bands": bands,
+        "rows_per_band": rows,
+        "expected_recall_at_threshold": round(expected_recall(threshold, bands, rows), 4),
+    }
+    return {"pairs": pairs, "eval_hit": eval_hit, "candidate_pairs": candidates, "checks": candidates,
+            "method": method}

@@ -24,13 +24,16 @@ picks a positive; the window draw is made for every row before the cut, so a row
 negatives under every threshold (arms differ only in which rows survive); a positive that *is* the
 item at rank `top_k` is kept even if float rounding puts its recomputed score a hair lower.
 
-Search backend: blocked torch matmul + `topk` (blocks of queries, a [block, corpus] score matrix of
-at most ~64M floats). Chosen by measurement (bench/bench_filtering.py, idle 2-core CPU, 2000
-queries, top-128, identical results): torch 0.14 s / 0.60 s / 1.14 s vs FAISS `IndexFlatIP`
-(KaLM's choice) 0.10 s / 0.44 s / 0.92 s for corpora of 10k x 384, 50k x 384, 50k x 896 dims.
-FAISS searches 1.2-1.5x faster, but search is under 0.1% of a teacher pass (encoding dominates:
-1500 rows took 28.8 s to encode and 0.02 s to search), so torch — already a dependency — it is.
-FAISS would pay off on GPUs with multi-million-item corpora, which this harness does not target.
+Teacher pass at scale (`harness.data.teacher`): one streaming plan over the rows, encoding
+sharded over processes into memory-mapped vector files (float16 from a million texts on, float32
+below; cached by teacher + texts), then a blocked exact
+search (torch matmul + topk over query x corpus blocks, merged) whose order is (score, corpus
+index), so ties never depend on `depth` or on the number of shards. torch rather than FAISS
+(KaLM's choice) below FAISS_MIN_CORPUS items (FAISS from there on, when installed), by
+measurement (bench/bench_filtering.py, idle 2-core CPU, 2000 queries, top-128):
+torch 0.14 s / 0.60 s / 1.14 s vs FAISS `IndexFlatIP` 0.10 s / 0.44 s / 0.92 s for corpora of
+10k x 384, 50k x 384, 50k x 896 dims, while search is under 0.1% of a teacher pass (encoding
+dominates: 1500 rows took 28.8 s to encode and 0.02 s to search).
 """
 
 from __future__ import annotations
@@ -38,8 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -57,8 +59,6 @@ EmbedFn = Callable[[list[str], Side], np.ndarray]
 
 RANKING_FORMAT = 1
 META_FILE = "ranking.json"
-# Budget for one block of the [queries, corpus] score matrix (float32 elements, ~256 MB).
-SCORE_BLOCK_ELEMENTS = 64 * 1024 * 1024
 
 DROPPED_BELOW_TOP_K = "positive_below_top_k"
 KEPT_FILTER_OFF = "filter_off"
@@ -98,7 +98,7 @@ class TeacherRanking:
 # --------------------------------------------------------------------------- keys
 
 
-def rows_fingerprint(rows: Sequence[TrainRow]) -> str:
+def rows_fingerprint(rows: Iterable[TrainRow]) -> str:
     """sha256 over the rows' (task, query, pos, neg), streamed so large tables never become one string."""
     digest = hashlib.sha256()
     for row in rows:
@@ -109,26 +109,31 @@ def rows_fingerprint(rows: Sequence[TrainRow]) -> str:
 
 def ranking_key(
     teacher_id: str,
-    rows: Sequence[TrainRow],
+    rows: Iterable[TrainRow],
     depth: int,
     candidate_pools: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
     """Cache key of a teacher pass: teacher id + the rows' (task, query, pos, neg) + depth (+ pools)."""
+    return _key(teacher_id, rows_fingerprint(rows), depth, candidate_pools)
+
+
+def _key(teacher_id: str, fingerprint: str, depth: int, candidate_pools: Mapping[str, Sequence[str]] | None) -> str:
     pools = None if candidate_pools is None else {t: list(p) for t, p in candidate_pools.items()}
     return content_hash({
         "format": RANKING_FORMAT,
         "teacher": teacher_id,
         "depth": depth,
-        "rows": rows_fingerprint(rows),
+        "rows": fingerprint,
         "pools": pools,
     })
 
 
 # --------------------------------------------------------------------------- teacher pass
+# Plan, sharded encoding and blocked search live in harness.data.teacher; this is the orchestration.
 
 
 def teacher_pass(
-    rows: Sequence[TrainRow],
+    rows: Iterable[TrainRow],
     embed: EmbedFn,
     *,
     depth: int = 128,
@@ -136,163 +141,130 @@ def teacher_pass(
     show_progress: bool = True,
     teacher_id: str = "",
     candidate_pools: Mapping[str, Sequence[str]] | None = None,
+    store_dir: str | Path | None = None,
+    store_dtype: str | None = None,
 ) -> TeacherRanking:
     """Encode each task's unique queries and corpus once, then exact top-`depth` search per task.
 
     `embed(texts, side)` must return L2-normalised float32 vectors; query texts are passed as they
     are in the rows (a caller wanting instructions applies them inside `embed`).
     `candidate_pools` (task -> texts) replaces a task's corpus, as KaLM's `--candidate_pool`.
+    Vectors go to `store_dir/<store key>` (reused when present) or a temp folder, as float16 or
+    float32 (`store_dtype`; default by size, see `harness.data.teacher`). Shards already written
+    there (by `encode_teacher_shard` in other processes) are used as they are.
     """
-    from tqdm.auto import tqdm
+    import tempfile
+
+    from harness.data.teacher import EmbeddingStore, plan_teacher_pass, search_backend
 
     if depth < 1:
         raise HarnessError(f"teacher pass: depth must be >= 1, got {depth}")
-    if not rows:
+    plan = plan_teacher_pass(rows, candidate_pools, batch_size)
+    if not plan.n_rows:
         raise HarnessError("teacher pass: no rows to rank")
-    by_task: dict[str, list[int]] = {}
-    for i, row in enumerate(rows):
-        by_task.setdefault(row.task, []).append(i)
-
-    plans = {task: _plan_task(rows, idx, (candidate_pools or {}).get(task)) for task, idx in by_task.items()}
-    # Tasks are encoded one at a time (memory stays per task); a text shared by several tasks is
-    # remembered after its first encoding, so every (side, text) reaches the teacher once.
-    seen: dict[Side, Counter[str]] = {"query": Counter(), "passage": Counter()}
-    for plan in plans.values():
-        seen["query"].update(plan["queries"])
-        seen["passage"].update(plan["corpus"])
-    shared: dict[Side, dict[str, np.ndarray | None]] = {
-        side: {t: None for t, c in counts.items() if c > 1} for side, counts in seen.items()
-    }
-    total = len(seen["query"]) + len(seen["passage"])
-    stats: dict[str, Any] = {"texts_encoded": total, "encode_seconds": 0.0, "search_seconds": 0.0}
-    tasks: dict[str, TaskRanking] = {}
-    with tqdm(total=total, desc="teacher pass", unit="text", disable=not show_progress) as bar:
-        for task, plan in plans.items():
+    with tempfile.TemporaryDirectory(prefix="harness-teacher-") as tmp:
+        base = Path(store_dir) if store_dir is not None else Path(tmp)
+        store = EmbeddingStore(base, plan, teacher_id, store_dtype)
+        stats: dict[str, Any] = {"texts_encoded": 0, "encode_seconds": 0.0, "search_seconds": 0.0}
+        n_shards = store.complete()
+        if n_shards is None:
             start = time.perf_counter()
-            query_vecs = _encode(plan["queries"], "query", embed, batch_size, bar, shared["query"])
-            corpus_vecs = _encode(plan["corpus"], "passage", embed, batch_size, bar, shared["passage"])
-            stats["encode_seconds"] += time.perf_counter() - start
-            start = time.perf_counter()
-            tasks[task] = _rank_task(task, plan, query_vecs, corpus_vecs, depth)
-            stats["search_seconds"] += time.perf_counter() - start
+            stats["texts_encoded"] = _encode_shard(store, embed, 0, 1, show_progress)
+            stats["encode_seconds"] = time.perf_counter() - start
+            n_shards = 1
+        stats.update({"shards": n_shards, "store": store.folder.name, "store_dtype": store.dtype,
+                      "search_backend": sorted({search_backend(len(t.corpus)) for t in plan.tasks.values()})})
+        store.open(n_shards)
+        start = time.perf_counter()
+        tasks = {name: _rank_task(task, store, depth) for name, task in plan.tasks.items()}
+        stats["search_seconds"] = time.perf_counter() - start
     return TeacherRanking(
         teacher_id=teacher_id,
         depth=depth,
-        key=ranking_key(teacher_id, rows, depth, candidate_pools),
-        rows_fingerprint=rows_fingerprint(rows),
-        n_rows=len(rows),
+        key=_key(teacher_id, plan.rows_fingerprint, depth, candidate_pools),
+        rows_fingerprint=plan.rows_fingerprint,
+        n_rows=plan.n_rows,
         tasks=tasks,
         stats=stats,
     )
 
 
-def _plan_task(rows: Sequence[TrainRow], row_indices: list[int], pool: Sequence[str] | None) -> dict[str, Any]:
-    """Unique queries and corpus texts of one task, in first-appearance order (reproducible)."""
-    queries: dict[str, int] = {}
-    for i in row_indices:
-        queries.setdefault(rows[i].query, len(queries))
-    texts: list[str] = []
-    if pool is not None:
-        texts.extend(pool)
-    for i in row_indices:
-        texts.extend(rows[i].pos)
-        if pool is None:
-            texts.extend(rows[i].neg)
-    corpus = list(dict.fromkeys(texts))
-    return {
-        "row_indices": np.asarray(row_indices, dtype=np.int64),
-        "queries": list(queries),
-        "query_of_row": np.asarray([queries[rows[i].query] for i in row_indices], dtype=np.int32),
-        "corpus": corpus,
-        "corpus_index": {t: j for j, t in enumerate(corpus)},
-        "positives": [rows[i].pos for i in row_indices],
-    }
+def _encode_shard(store: Any, embed: EmbedFn, shard: int, n_shards: int, show_progress: bool) -> int:
+    from tqdm.auto import tqdm
+
+    units = store.plan.units
+    total = sum(hi - lo for u, (_, lo, hi) in enumerate(units) if u % n_shards == shard)
+    desc = "teacher pass" if n_shards == 1 else f"teacher pass (shard {shard + 1}/{n_shards})"
+    with tqdm(total=total, desc=desc, unit="text", disable=not show_progress) as bar:
+        return store.encode(embed, shard, n_shards, bar=bar)
 
 
-def _encode(texts: list[str], side: Side, embed: EmbedFn, batch_size: int, bar: Any,
-            shared: dict[str, np.ndarray | None]) -> np.ndarray:
-    """Vectors of `texts`, calling `embed` in chunks only for texts not already in `shared`.
+def encode_teacher_shard(
+    rows: Iterable[TrainRow],
+    embed: EmbedFn,
+    teacher_id: str,
+    cache_dir: str | Path,
+    shard: int,
+    n_shards: int,
+    *,
+    batch_size: int = 256,
+    show_progress: bool = True,
+    candidate_pools: Mapping[str, Sequence[str]] | None = None,
+    store_dtype: str | None = None,
+) -> dict[str, Any]:
+    """Encode shard `shard` of `n_shards` of the teacher pass into `cache_dir/teacher-embeddings/`.
 
-    `shared` holds the texts used by several tasks (None until first encoded).
+    Run by every rank of a torchrun group or by N executor jobs; the search (`cached_teacher_pass`,
+    one process) then reads every shard's file memory-mapped. Returns what this shard did.
     """
-    todo = [t for t in texts if shared.get(t) is None]
-    fresh = _embed_chunks(todo, side, embed, batch_size, bar)
-    vectors = dict(zip(todo, fresh))
-    for t in todo:
-        if t in shared:
-            shared[t] = vectors[t]
-    if len(todo) == len(texts):
-        return fresh
-    return np.stack([vectors[t] if t in vectors else shared[t] for t in texts])
+    from harness.data.teacher import EmbeddingStore, plan_teacher_pass
+
+    plan = plan_teacher_pass(rows, candidate_pools, batch_size)
+    store = EmbeddingStore(Path(cache_dir) / "teacher-embeddings", plan, teacher_id, store_dtype)
+    start = time.perf_counter()
+    encoded = _encode_shard(store, embed, shard, n_shards, show_progress)
+    return {"shard": shard, "shards": n_shards, "texts_encoded": encoded, "store": store.folder.name,
+            "encode_seconds": round(time.perf_counter() - start, 3), "complete": store.complete(n_shards) is not None}
 
 
-def _embed_chunks(texts: list[str], side: Side, embed: EmbedFn, batch_size: int, bar: Any) -> np.ndarray:
-    chunks: list[np.ndarray] = []
-    for start in range(0, len(texts), batch_size):
-        chunk = texts[start : start + batch_size]
-        vecs = np.asarray(embed(chunk, side), dtype=np.float32)
-        if vecs.ndim != 2 or vecs.shape[0] != len(chunk):
-            raise HarnessError(
-                f"teacher embed({side!r}) returned shape {vecs.shape} for {len(chunk)} texts; "
-                "expected [n_texts, dim]"
-            )
-        norms = np.linalg.norm(vecs, axis=1)
-        if not np.allclose(norms, 1.0, atol=1e-3):
-            raise HarnessError(
-                f"teacher embed({side!r}) must return L2-normalised vectors (norms {norms.min():.4f}.."
-                f"{norms.max():.4f}); normalise inside the embed function"
-            )
-        chunks.append(vecs)
-        bar.update(len(chunk))
-    return np.concatenate(chunks) if chunks else np.zeros((0, 1), dtype=np.float32)
+def _rank_task(plan: Any, store: Any, depth: int, chunk: int = 65_536) -> TaskRanking:
+    from harness.data.teacher import blocked_top_k
 
-
-def exact_top_k(queries: np.ndarray, corpus: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product top-k: (scores float32 [n, k], indices int32 [n, k]), best first.
-
-    Blocked torch matmul + topk: blocks of queries keep the score matrix under
-    SCORE_BLOCK_ELEMENTS whatever the corpus size.
-    """
-    import torch
-
-    k = min(k, corpus.shape[0])
-    corpus_t = torch.from_numpy(np.ascontiguousarray(corpus, dtype=np.float32))
-    block = max(1, min(4096, SCORE_BLOCK_ELEMENTS // max(1, corpus.shape[0])))
-    scores = np.empty((queries.shape[0], k), dtype=np.float32)
-    indices = np.empty((queries.shape[0], k), dtype=np.int32)
-    with torch.inference_mode():
-        for start in range(0, queries.shape[0], block):
-            q = torch.from_numpy(np.ascontiguousarray(queries[start : start + block], dtype=np.float32))
-            top = torch.topk(q @ corpus_t.T, k, dim=1, largest=True, sorted=True)
-            scores[start : start + block] = top.values.numpy()
-            indices[start : start + block] = top.indices.numpy()
-    return scores, indices
-
-
-def _rank_task(task: str, plan: dict[str, Any], query_vecs: np.ndarray, corpus_vecs: np.ndarray,
-               depth: int) -> TaskRanking:
-    top_scores, top_indices = exact_top_k(query_vecs, corpus_vecs, depth)
-    index = plan["corpus_index"]
-    query_of_row = plan["query_of_row"]
+    qids, cids = plan.query_ids, plan.corpus_ids
+    top_scores, top_indices = blocked_top_k(lambda lo, hi: store.vectors("query", qids[lo:hi]), len(qids),
+                                            lambda lo, hi: store.vectors("passage", cids[lo:hi]), len(cids), depth)
+    query_of_row = plan.query_of_row
+    pos_lists = plan.positives
     # Best positive per row: score every (row, positive) pair, then max within each row.
-    pos_lists = [[index[p] for p in pos] for pos in plan["positives"]]
     counts = np.asarray([len(p) for p in pos_lists], dtype=np.int64)
     flat_pos = np.fromiter((j for p in pos_lists for j in p), dtype=np.int64, count=int(counts.sum()))
     pair_rows = np.repeat(np.arange(len(pos_lists)), counts)
-    pair_scores = np.einsum("ij,ij->i", query_vecs[query_of_row[pair_rows]], corpus_vecs[flat_pos])
+    pair_scores = np.empty(len(flat_pos), dtype=np.float32)
+    for lo in range(0, len(flat_pos), chunk):
+        hi = min(lo + chunk, len(flat_pos))
+        q = store.vectors("query", qids[query_of_row[pair_rows[lo:hi]]])
+        c = store.vectors("passage", cids[flat_pos[lo:hi]])
+        pair_scores[lo:hi] = np.einsum("ij,ij->i", q, c)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     positive_score = np.maximum.reduceat(pair_scores, starts).astype(np.float32)
     positive_rank = _best_positive_rank(top_indices, query_of_row, pos_lists)
     return TaskRanking(
-        task=task,
-        corpus=plan["corpus"],
-        row_indices=plan["row_indices"],
+        task=plan.task,
+        corpus=plan.corpus,
+        row_indices=plan.row_indices,
         query_of_row=query_of_row,
         top_indices=top_indices,
         top_scores=top_scores,
         positive_score=positive_score,
         positive_rank=positive_rank,
     )
+
+
+def exact_top_k(queries: np.ndarray, corpus: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k, ties by corpus index (see `harness.data.teacher.blocked_top_k`)."""
+    from harness.data.teacher import exact_top_k as top_k
+
+    return top_k(queries, corpus, k)
 
 
 def _best_positive_rank(top_indices: np.ndarray, query_of_row: np.ndarray, pos_lists: list[list[int]],
@@ -380,7 +352,7 @@ def load_ranking(folder: str | Path) -> TeacherRanking:
 
 
 def cached_teacher_pass(
-    rows: Sequence[TrainRow],
+    rows: Iterable[TrainRow],
     embed: EmbedFn,
     teacher_id: str,
     cache_dir: str | Path | None = None,
@@ -389,23 +361,28 @@ def cached_teacher_pass(
     batch_size: int = 256,
     show_progress: bool = True,
     candidate_pools: Mapping[str, Sequence[str]] | None = None,
+    store_dtype: str | None = None,
 ) -> TeacherRanking:
     """`teacher_pass` once per (teacher id, rows, depth): later calls load `cache_dir/rankings/<key>`.
 
-    `cache_dir` defaults to `harness.paths.cache_root()`. The teacher is only called on a miss.
+    `cache_dir` defaults to `harness.paths.cache_root()`. The teacher is only called on a miss, and
+    then only for vectors not already in `cache_dir/teacher-embeddings/` (e.g. written by shards).
     """
     if cache_dir is None:
         from harness.paths import cache_root
 
         cache_dir = cache_root()
     key = ranking_key(teacher_id, rows, depth, candidate_pools)
+    if store_dtype is not None:  # a forced precision is another ranking (the default follows the rows)
+        key = content_hash([key, store_dtype])
     folder = Path(cache_dir) / "rankings" / key
     if (folder / META_FILE).is_file():
         ranking = load_ranking(folder)
         ranking.stats = {**ranking.stats, "cache": "hit"}
         return ranking
     ranking = teacher_pass(rows, embed, depth=depth, batch_size=batch_size, show_progress=show_progress,
-                           teacher_id=teacher_id, candidate_pools=candidate_pools)
+                           teacher_id=teacher_id, candidate_pools=candidate_pools,
+                           store_dir=Path(cache_dir) / "teacher-embeddings", store_dtype=store_dtype)
     save_ranking(ranking, folder)
     ranking.stats = {**ranking.stats, "cache": "miss"}
     return ranking

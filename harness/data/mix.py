@@ -1,71 +1,97 @@
 """Build a variant's training table from its data mix, with a data card that counts every step.
 
-Sources are read in full (train split only), then sampled deterministically per source by
-`(data.seed, source name)`: a source's sample does not change when another source's weight
-does. Nothing is dropped without being counted in the card.
+Streaming, in bounded memory: each source is read once (its reader yields rows) into a spool
+table on disk while it is counted; then, source by source in name order, the sampled rows are
+de-duplicated by 64-bit hashes of (query, first positive), their negatives trimmed, counted for
+the card and appended to the training table (Arrow, see `harness.data.table`). Memory holds one
+record batch, the sample of one source (as indices) and 8 bytes per kept row for de-duplication.
+
+Sampling is per source, deterministic by `(data.seed, source name)`: a source's sample does not
+change when another source's weight does. Nothing is dropped without being counted in the card.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from harness.config import DataConfig, SourceConfig
-from harness.data.rows import RowProblems, TrainRow, read_flag_jsonl
+from harness.data.rows import RowProblems, TrainRow, iter_flag_jsonl
+from harness.data.table import TABLE_FILE, RowTable, TableWriter
 from harness.errors import HarnessError
-from harness.hashing import content_hash
+from harness.hashing import canonical_json, content_hash
 from harness.instructions import SOURCE_INSTRUCTIONS
 
+SPOOL_DIR = ".spool"
+MIX_VERSION = 1  # bump when the mix table format changes
 
-def read_source(name: str, source: SourceConfig, problems: RowProblems | None = None) -> list[TrainRow]:
-    """All train-split rows of one source, in a deterministic order."""
+
+def iter_source(name: str, source: SourceConfig, problems: RowProblems | None = None) -> Iterator[TrainRow]:
+    """All train-split rows of one source, streamed in a deterministic order."""
     problems = problems or RowProblems(source.on_error)
     instruction = source.instruction if source.instruction is not None else SOURCE_INSTRUCTIONS.get(str(source.kind))
-    rows: list[TrainRow]
+    for row in _source_rows(name, source, instruction, problems):
+        row.instruction = row.instruction or instruction
+        if source.task:
+            row.task = source.task
+        yield row
+
+
+def _source_rows(name: str, source: SourceConfig, instruction: str | None,
+                 problems: RowProblems) -> Iterator[TrainRow]:
     if source.kind == "stdlib-code":
         from harness.data.offline.stdlib_code import stdlib_code_pairs
 
-        rows = [TrainRow(query=p.query, pos=[p.code], task="stdlib-code", instruction=instruction, source=name)
-                for p in stdlib_code_pairs("train")]
+        for p in stdlib_code_pairs("train"):
+            yield TrainRow(query=p.query, pos=[p.code], task="stdlib-code", instruction=instruction, source=name)
     elif source.kind == "cldr-bitext":
         from harness.data.offline.cldr_bitext import DEFAULT_LANGS, cldr_bitext
 
         langs = source.langs or list(DEFAULT_LANGS)
-        rows = [TrainRow(query=p.english, pos=[p.other], task=f"cldr-bitext:{lang}", instruction=instruction,
-                         source=name)
-                for lang, pairs in cldr_bitext("train", langs).items() for p in pairs]
+        for lang, pairs in cldr_bitext("train", langs).items():
+            for p in pairs:
+                yield TrainRow(query=p.english, pos=[p.other], task=f"cldr-bitext:{lang}", instruction=instruction,
+                               source=name)
     elif source.kind in ("febrl-tuples", "table-columns"):
         from harness.data.offline import tables
 
         data = tables.febrl_tuple_matching("train") if source.kind == "febrl-tuples" \
             else tables.valentine_column_matching("train")
-        rows = tables.to_train_rows(data, source=name)
+        yield from tables.to_train_rows(data, source=name)
     elif source.kind == "synth":
         assert source.synth is not None
         from harness.data.synth_stage import synthesize_source
 
-        rows = read_flag_jsonl(synthesize_source(source.synth), source=name, problems=problems)
+        yield from iter_flag_jsonl(synthesize_source(source.synth), source=name, problems=problems)
     elif source.kind == "flag-jsonl":
         assert source.path is not None
-        rows = read_flag_jsonl(source.path, source=name, problems=problems)
+        yield from iter_flag_jsonl(source.path, source=name, problems=problems)
     elif source.kind == "parquet":
-        from harness.data.readers import read_parquet
+        from harness.data.readers import iter_parquet
 
         assert source.path is not None
-        rows = read_parquet(source.path, source=name, problems=problems)
+        yield from iter_parquet(source.path, source=name, problems=problems)
     elif source.kind == "hf-dataset":
-        from harness.data.readers import read_hf_dataset
+        from harness.data.readers import iter_hf_dataset
 
         assert source.dataset is not None
-        rows = read_hf_dataset(source.dataset, subset=source.subset, split=source.split, source=name,
-                               problems=problems)
+        yield from iter_hf_dataset(source.dataset, subset=source.subset, split=source.split, source=name,
+                                   problems=problems)
     else:
         raise HarnessError(f"data.sources.{name}: unknown kind {source.kind!r}")
-    for row in rows:
-        row.instruction = row.instruction or instruction
-        if source.task:
-            row.task = source.task
-    return rows
+
+
+def read_source(name: str, source: SourceConfig, problems: RowProblems | None = None) -> list[TrainRow]:
+    """All train-split rows of one source as a list (small sources and tests)."""
+    return list(iter_source(name, source, problems))
 
 
 def _quotas(config: DataConfig, available: dict[str, int]) -> dict[str, int]:
@@ -77,90 +103,251 @@ def _quotas(config: DataConfig, available: dict[str, int]) -> dict[str, int]:
     return {n: min(caps[n], round(config.total_rows * s.weight / total_weight)) for n, s in active.items()}
 
 
-def build_mix(config: DataConfig) -> tuple[list[TrainRow], dict[str, Any]]:
-    """Return the training rows and the data card for one data config."""
+def dedup_key(query: str, positive: str) -> int:
+    """64-bit key of (query, first positive): blake2b, length-prefixed so no two pairs share an input.
+
+    8 bytes per row instead of the two strings; two different pairs collide with probability
+    ~n^2 / 2^65 (about 3e-8 for a million rows), which would drop one row.
+    """
+    q = query.encode("utf-8")
+    digest = hashlib.blake2b(len(q).to_bytes(8, "little") + q + positive.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+class SeenKeys:
+    """A set of 64-bit keys in ~8 bytes each: a sorted numpy array plus a small set of recent keys."""
+
+    RECENT = 1 << 16
+
+    def __init__(self) -> None:
+        self._sorted = np.zeros(0, dtype=np.uint64)
+        self._recent: set[int] = set()
+
+    def add_new(self, keys: list[int]) -> list[bool]:
+        """For each key in order: True if unseen (it is recorded), False if seen before (or earlier in `keys`)."""
+        if not keys:
+            return []
+        arr = np.asarray(keys, dtype=np.uint64)
+        if len(self._sorted):
+            pos = np.minimum(np.searchsorted(self._sorted, arr), len(self._sorted) - 1)
+            old = self._sorted[pos] == arr
+        else:
+            old = np.zeros(len(keys), dtype=bool)
+        out = []
+        for key, was in zip(keys, old.tolist(), strict=True):
+            fresh = not was and key not in self._recent
+            if fresh:
+                self._recent.add(key)
+            out.append(fresh)
+        if len(self._recent) >= self.RECENT:
+            self._sorted = np.union1d(self._sorted, np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent)))
+            self._recent = set()
+        return out
+
+
+class CardCounts:
+    """The card's whole-table counts, accumulated row by row (content hash included)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.tasks: set[str] = set()
+        self.with_negatives = 0
+        self.negatives = 0
+        self.with_instruction = 0
+        self._hash = hashlib.sha256(b"[")
+
+    def add(self, row: TrainRow) -> None:
+        # == content_hash([r.to_json() for r in rows]): the canonical JSON of the list, streamed.
+        if self.rows:
+            self._hash.update(b",")
+        self._hash.update(canonical_json(row.to_json()).encode("utf-8"))
+        self.rows += 1
+        self.tasks.add(row.task)
+        self.with_negatives += bool(row.neg)
+        self.negatives += len(row.neg)
+        self.with_instruction += bool(row.instruction)
+
+    def content_hash(self) -> str:
+        from harness.hashing import HASH_LEN
+
+        digest = self._hash.copy()
+        digest.update(b"]")
+        return digest.hexdigest()[:HASH_LEN]
+
+
+def _progress(show: bool, desc: str, total: int | None = None) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="row", disable=not show, mininterval=1.0)
+
+
+def build_table(config: DataConfig, out_dir: str | Path, *, show_progress: bool = True) -> dict[str, Any]:
+    """Write the training table `out_dir/rows.arrow` for one data config; return the data card.
+
+    `out_dir` is a staging folder (the data stage renames it into place when this returns). With a
+    filter, the unfiltered mix is its own cached artifact (`mix_dir`), which the teacher's shards
+    read and which every filter setting over the same mix shares.
+    """
     if not config.sources:
         raise HarnessError("data.sources is empty: name at least one training source")
-    problems = {name: RowProblems(src.on_error) for name, src in config.sources.items()}
-    available: dict[str, list[TrainRow]] = {
-        name: read_source(name, src, problems[name]) for name, src in config.sources.items() if src.weight > 0
-    }
-    quotas = _quotas(config, {n: len(r) for n, r in available.items()})
-    card_sources: dict[str, Any] = {}
-    rows: list[TrainRow] = []
-    seen: set[tuple[str, str]] = set()
-    for name in sorted(available):
-        pool = available[name]
-        rng = random.Random(f"{config.seed}:{name}")
-        picked = rng.sample(range(len(pool)), quotas[name])
-        duplicates = 0
-        negatives_trimmed = 0
-        taken: list[TrainRow] = []
-        for i in sorted(picked):
-            row = pool[i]
-            key = (row.query, row.pos[0])
-            if key in seen:
-                duplicates += 1
-                continue
-            seen.add(key)
-            if len(row.neg) > config.hard_negatives:
-                negatives_trimmed += len(row.neg) - config.hard_negatives
-                row.neg = row.neg[: config.hard_negatives]
-            taken.append(row)
-        rows.extend(taken)
-        tasks: dict[str, int] = {}
-        for row in taken:
-            tasks[row.task] = tasks.get(row.task, 0) + 1
-        source_cfg = config.sources[name]
-        card_sources[name] = {
-            "kind": source_cfg.kind,
-            "weight": source_cfg.weight,
-            "max_rows": source_cfg.max_rows,
-            "rows_available": len(pool),
-            "rows_sampled": quotas[name],
-            "duplicates_removed": duplicates,
-            "rows_kept": len(taken),
-            "hard_negatives_trimmed": negatives_trimmed,
-            "rows_per_task": dict(sorted(tasks.items())),
-            **problems[name].card(),
-        }
-        if source_cfg.kind == "synth" and source_cfg.synth is not None:
-            from harness.data.synth_stage import synth_card
+    out_dir = Path(out_dir)
+    if config.filter is None:
+        return _write_mix(config, out_dir / TABLE_FILE, out_dir / SPOOL_DIR, show_progress)
+    mixed = ensure_mix(config, show_progress=show_progress)
+    card = json.loads((mixed / "card.json").read_text(encoding="utf-8"))
+    kept_rows, card["filter"] = filter_rows(RowTable(mixed / TABLE_FILE), config, show_progress=show_progress)
+    after = CardCounts()
+    with TableWriter(out_dir / TABLE_FILE) as writer:
+        for row in kept_rows:
+            writer.add(row)
+            after.add(row)
+    card["rows_after_filter"] = after.rows
+    card["rows_with_hard_negatives"] = after.with_negatives
+    card["hard_negatives_per_row"] = after.negatives / after.rows if after.rows else 0.0
+    card["content_hash"] = after.content_hash()
+    if not after.rows:
+        raise HarnessError("data.filter dropped every row: raise data.filter.top_k or use null")
+    return card
 
-            card_sources[name]["synth"] = synth_card(source_cfg.synth)
-    dropped = sorted(n for n, s in config.sources.items() if s.weight == 0)
-    card = {
-        "rows": len(rows),
-        "sources": card_sources,
-        "sources_with_weight_0": dropped,
-        "tasks": len({r.task for r in rows}),
-        "rows_with_hard_negatives": sum(1 for r in rows if r.neg),
-        "hard_negatives_per_row": (sum(len(r.neg) for r in rows) / len(rows)) if rows else 0.0,
-        "rows_with_instruction": sum(1 for r in rows if r.instruction),
-        "content_hash": content_hash([r.to_json() for r in rows]),
-    }
-    if not rows:
+
+def mix_dir(config: DataConfig) -> Path:
+    """Cache folder of the unfiltered mix of a data config (its key leaves the filter out)."""
+    from harness.paths import cache_root
+
+    key = content_hash({"v": MIX_VERSION, "data": config.model_dump(mode="json", exclude={"filter"})})
+    return cache_root() / "mix" / key
+
+
+def ensure_mix(config: DataConfig, *, show_progress: bool = True) -> Path:
+    """The unfiltered mix (rows.arrow + card.json), built once and cached; returns its folder."""
+    from harness import atomic
+
+    folder = mix_dir(config)
+    if not (folder / "card.json").is_file():
+        with atomic.staged_dir(folder) as tmp:
+            card = _write_mix(config, tmp / TABLE_FILE, tmp / SPOOL_DIR, show_progress)
+            atomic.write_json(tmp / "card.json", card)
+    return folder
+
+
+def _write_mix(config: DataConfig, table_path: Path, spool: Path, show_progress: bool) -> dict[str, Any]:
+    if not config.sources:
+        raise HarnessError("data.sources is empty: name at least one training source")
+    spool.mkdir(parents=True, exist_ok=True)
+    try:
+        return _mix(config, table_path, spool, show_progress)
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+
+
+def _mix(config: DataConfig, table_path: Path, spool: Path, show_progress: bool) -> dict[str, Any]:
+    problems = {name: RowProblems(src.on_error) for name, src in config.sources.items()}
+    active = sorted(name for name, src in config.sources.items() if src.weight > 0)
+    available: dict[str, int] = {}
+    for i, name in enumerate(active):  # pass 1: read and count each source once
+        with TableWriter(spool / f"source-{i}.arrow") as writer, _progress(show_progress, f"read {name}") as bar:
+            for row in iter_source(name, config.sources[name], problems[name]):
+                writer.add(row)
+                bar.update()
+        available[name] = writer.rows
+    quotas = _quotas(config, available)
+
+    counts = CardCounts()
+    seen = SeenKeys()
+    card_sources: dict[str, Any] = {}
+    with TableWriter(table_path) as writer:
+        for i, name in enumerate(active):  # pass 2: sample, de-duplicate, trim, write, count
+            source_cfg = config.sources[name]
+            picked = _picked(config.seed, name, available[name], quotas[name])
+            duplicates = negatives_trimmed = kept = 0
+            tasks: dict[str, int] = {}
+            table = RowTable(spool / f"source-{i}.arrow")
+            start = 0
+            with _progress(show_progress, f"mix {name}", available[name]) as bar:
+                for batch in table.iter_batches():
+                    chosen = [row for j, row in enumerate(batch, start) if picked is None or picked[j]]
+                    start += len(batch)
+                    bar.update(len(batch))
+                    fresh = seen.add_new([dedup_key(row.query, row.pos[0]) for row in chosen])
+                    for row, is_new in zip(chosen, fresh, strict=True):
+                        if not is_new:
+                            duplicates += 1
+                            continue
+                        if len(row.neg) > config.hard_negatives:
+                            negatives_trimmed += len(row.neg) - config.hard_negatives
+                            row.neg = row.neg[: config.hard_negatives]
+                        writer.add(row)
+                        counts.add(row)
+                        kept += 1
+                        tasks[row.task] = tasks.get(row.task, 0) + 1
+            del table
+            (spool / f"source-{i}.arrow").unlink()
+            card_sources[name] = {
+                "kind": source_cfg.kind,
+                "weight": source_cfg.weight,
+                "max_rows": source_cfg.max_rows,
+                "rows_available": available[name],
+                "rows_sampled": quotas[name],
+                "duplicates_removed": duplicates,
+                "rows_kept": kept,
+                "hard_negatives_trimmed": negatives_trimmed,
+                "rows_per_task": dict(sorted(tasks.items())),
+                **problems[name].card(),
+            }
+            if source_cfg.kind == "synth" and source_cfg.synth is not None:
+                from harness.data.synth_stage import synth_card
+
+                card_sources[name]["synth"] = synth_card(source_cfg.synth)
+    if not counts.rows:
         raise HarnessError("the data mix is empty after sampling: check weights, max_rows and total_rows")
-    if config.filter is not None:
-        rows, card["filter"] = filter_rows(rows, config)
-        card["rows_after_filter"] = len(rows)
-        card["rows_with_hard_negatives"] = sum(1 for r in rows if r.neg)
-        card["hard_negatives_per_row"] = sum(len(r.neg) for r in rows) / len(rows) if rows else 0.0
-        card["content_hash"] = content_hash([r.to_json() for r in rows])
-        if not rows:
-            raise HarnessError("data.filter dropped every row: raise data.filter.top_k or use null")
+    return {
+        "rows": counts.rows,
+        "sources": card_sources,
+        "sources_with_weight_0": sorted(n for n, s in config.sources.items() if s.weight == 0),
+        "tasks": len(counts.tasks),
+        "rows_with_hard_negatives": counts.with_negatives,
+        "hard_negatives_per_row": (counts.negatives / counts.rows) if counts.rows else 0.0,
+        "rows_with_instruction": counts.with_instruction,
+        "content_hash": counts.content_hash(),
+    }
+
+
+def _picked(seed: int, name: str, available: int, quota: int) -> np.ndarray | None:
+    """Which rows of a source are sampled (a bool mask), or None for all of them.
+
+    Same draw as ever: `random.Random(f"{seed}:{name}").sample(range(available), quota)`, rows
+    kept in source order. Taking every row needs no draw (the sorted sample is every index).
+    """
+    if quota >= available:
+        return None
+    mask = np.zeros(available, dtype=bool)
+    mask[random.Random(f"{seed}:{name}").sample(range(available), quota)] = True
+    return mask
+
+
+def build_mix(config: DataConfig, *, show_progress: bool = False) -> tuple[list[TrainRow], dict[str, Any]]:
+    """The training rows (as a list) and the data card for one data config: small mixes and tests.
+
+    The data stage itself writes the table with `build_table` and never holds the rows.
+    """
+    with tempfile.TemporaryDirectory(prefix="harness-mix-") as tmp:
+        card = build_table(config, tmp, show_progress=show_progress)
+        rows = list(RowTable(Path(tmp) / TABLE_FILE))
     return rows, card
 
 
-def filter_rows(rows: list[TrainRow], config: DataConfig) -> tuple[list[TrainRow], dict[str, Any]]:
-    """Ranking-consistency filter + hard-negative mining; the teacher pass is cached on disk, so
-    arms that differ only in the threshold share it (the teacher loads only on a cache miss)."""
-    from harness.config import ModelConfig
-    from harness.data.filtering import apply_filter, cached_teacher_pass
-    from harness.data.mining import rule_from_config
-    from harness.paths import cache_root
+def teacher_precision(config: DataConfig) -> str:
+    """The precision the filter's teacher encodes in on this machine (`bf16: auto` resolves per device)."""
+    from harness.devices import resolve_device, resolve_precision
 
+    assert config.filter is not None
+    return resolve_precision(config.filter.bf16, resolve_device(config.filter.device)).name
+
+
+def teacher_embed(config: DataConfig) -> tuple[Any, str]:
+    """The filter's teacher as an embed function (loaded on first call) and its id (the cache key)."""
     from harness.backbones.fingerprint import backbone_identity
+    from harness.config import ModelConfig
     from harness.devices import resolve_device, resolve_precision
 
     spec = config.filter
@@ -181,9 +368,34 @@ def filter_rows(rows: list[TrainRow], config: DataConfig) -> tuple[list[TrainRow
     # The teacher's weights (a folder is keyed by its contents) and the precision it ran in.
     teacher_id = content_hash({"teacher": backbone_identity(spec.teacher), "pooling": spec.teacher_pooling,
                                "max_length": spec.max_length, "precision": precision.name})
-    ranking = cached_teacher_pass(rows, embed, teacher_id, cache_root(), depth=spec.depth)
+    return embed, teacher_id
+
+
+def encode_shard(config: DataConfig, shard: int, n_shards: int, *, show_progress: bool = True) -> dict[str, Any]:
+    """Shard `shard` of `n_shards` of this config's teacher pass (the mix is built first if needed)."""
+    from harness.data.filtering import encode_teacher_shard
+    from harness.paths import cache_root
+
+    embed, teacher_id = teacher_embed(config)
+    table = RowTable(ensure_mix(config, show_progress=show_progress) / TABLE_FILE)
+    return encode_teacher_shard(table, embed, teacher_id, cache_root(), shard, n_shards, show_progress=show_progress)
+
+
+def filter_rows(rows: Sequence[TrainRow], config: DataConfig, *,
+                show_progress: bool = True) -> tuple[list[TrainRow], dict[str, Any]]:
+    """Ranking-consistency filter + hard-negative mining; the teacher pass is cached on disk, so
+    arms that differ only in the threshold share it (the teacher loads only on a cache miss)."""
+    from harness.data.filtering import apply_filter, cached_teacher_pass
+    from harness.data.mining import rule_from_config
+    from harness.paths import cache_root
+
+    spec = config.filter
+    assert spec is not None
+    embed, teacher_id = teacher_embed(config)
+    ranking = cached_teacher_pass(rows, embed, teacher_id, cache_root(), depth=spec.depth,
+                                  show_progress=show_progress)
     kept, report = apply_filter(rows, ranking, top_k=spec.top_k, negatives=config.hard_negatives,
                                 seed=config.seed, rule=rule_from_config(spec))
-    report["teacher"] = {"spec": spec.teacher, "id": teacher_id, "ranking": ranking.key, "precision": precision.name,
-                         "teacher_pass": ranking.stats.get("cache")}
+    report["teacher"] = {"spec": spec.teacher, "id": teacher_id, "ranking": ranking.key,
+                         "precision": teacher_precision(config), "teacher_pass": ranking.stats.get("cache")}
     return kept, report

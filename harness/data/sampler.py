@@ -81,8 +81,16 @@ def _rows_by_task(task_of_row: Sequence[Hashable]) -> list[np.ndarray]:
     """Row indices of each task, tasks in order of first appearance (stable across runs).
 
     A dict gives first-appearance codes for any hashable label (mixed types cannot be sorted,
-    so np.unique is out); numpy does the grouping.
+    so np.unique is out); numpy does the grouping. An integer array (a table's task codes) takes a
+    vectorised path to the same groups: a million rows cost milliseconds, not a Python loop.
     """
+    if isinstance(task_of_row, np.ndarray) and np.issubdtype(task_of_row.dtype, np.integer):
+        labels, first, inverse = np.unique(task_of_row, return_index=True, return_inverse=True)
+        rank = np.empty(len(labels), dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(len(labels))  # first-appearance order
+        codes = rank[inverse.ravel()]
+        order = np.argsort(codes, kind="stable")
+        return np.split(order, np.cumsum(np.bincount(codes, minlength=len(labels)))[:-1]) if len(labels) else []
     code_of_task: dict[Hashable, int] = {}
     codes = np.fromiter(
         (code_of_task.setdefault(task, len(code_of_task)) for task in task_of_row),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 from harness.config import VariantConfig
 from harness.data.rows import TrainRow
 from harness.data.sampler import SemiHomogeneousBatchSampler
+from harness.data.table import task_labels
 from harness.devices import Precision, resolve_device, resolve_precision
 from harness.errors import HarnessError
 from harness.model import Embedder, format_query
@@ -40,10 +42,10 @@ def planned_steps(config: VariantConfig, n_rows: int, world_size: int = 1) -> in
     return tc.steps or max(1, math.floor(tc.epochs * micro_per_epoch / tc.gradient_accumulation))
 
 
-def micro_batches(rows: list[TrainRow], config: VariantConfig, world: World, count: int) -> list[list[int]]:
+def micro_batches(rows: Sequence[TrainRow], config: VariantConfig, world: World, count: int) -> list[list[int]]:
     """This rank's first `count` micro-batches, epoch after epoch, from the task-aware sampler."""
     sampler = SemiHomogeneousBatchSampler(
-        [r.task for r in rows], per_device_batch_size=config.train.batch_size,
+        task_labels(rows), per_device_batch_size=config.train.batch_size,
         ratio=config.train.homogeneous_ratio, seed=config.train.seed, rank=world.rank, world_size=world.size)
     out: list[list[int]] = []
     epoch = 0
@@ -80,7 +82,7 @@ def _lr_lambda(warmup: int, total: int) -> Any:
     return factor
 
 
-def _texts(rows: list[TrainRow], idx: list[int], config: VariantConfig, micro_step: int) -> tuple[list[str], list[str], list[int]]:
+def _texts(rows: Sequence[TrainRow], idx: list[int], config: VariantConfig, micro_step: int) -> tuple[list[str], list[str], list[int]]:
     mc, seed = config.model, config.train.seed
     queries, passages, targets = [], [], []
     for i in idx:
@@ -117,7 +119,7 @@ def _prepare_model(config: VariantConfig) -> Embedder:
 
 def train(
     config: VariantConfig,
-    rows: list[TrainRow],
+    rows: Sequence[TrainRow],
     output_dir: Path,
     *,
     work_dir: Path | None = None,

@@ -23,16 +23,17 @@ from harness.errors import HarnessError
 from harness.stages import Stage, data_stage, train_stage
 
 
-def build_data(config: VariantConfig) -> dict[str, Any]:
-    """Data stage (idempotent): the training table and its card, cached by the data hash."""
+def build_data(config: VariantConfig, *, show_progress: bool = True) -> dict[str, Any]:
+    """Data stage (idempotent): the training table (rows.arrow) and its card, cached by the data hash.
+
+    Written streaming into a staging folder that appears under its final name only when complete.
+    """
     stage = data_stage(config)
     if not stage.done():
-        from harness.data.mix import build_mix
-        from harness.data.rows import write_jsonl_text
+        from harness.data.mix import build_table
 
-        rows, card = build_mix(config.data)
         with atomic.staged_dir(stage.dir) as tmp:
-            atomic.write_text(tmp / "rows.jsonl", write_jsonl_text(rows))
+            card = build_table(config.data, tmp, show_progress=show_progress)
             atomic.write_json(tmp / "card.json", card)
         return {"built": True, **card}
     return {"built": False, **json.loads((stage.dir / "card.json").read_text(encoding="utf-8"))}
@@ -45,7 +46,7 @@ def work_dir(stage: Stage) -> Path:
 
 def run_train_stage(config: VariantConfig, *, show_progress: bool = True) -> dict[str, Any]:
     """Train (or resume) the variant in this process group; rank 0 publishes the stage folder."""
-    from harness.data.rows import load_rows
+    from harness.data.table import open_table
     from harness.devices import resolve_device, resolve_precision
     from harness.train.distributed import barrier, init_from_env
     from harness.train.loop import train
@@ -62,7 +63,7 @@ def run_train_stage(config: VariantConfig, *, show_progress: bool = True) -> dic
     if world.is_main:
         build_data(config)
     barrier(world)
-    rows = load_rows(data_stage(config).dir / "rows.jsonl")
+    rows = open_table(data_stage(config).dir)  # memory-mapped: each rank reads only its batches' rows
     work = work_dir(stage)
     work.mkdir(parents=True, exist_ok=True)
     if world.is_main:

@@ -2,15 +2,16 @@
 
 - `window` — KaLM's rule: candidates at teacher ranks [lo, hi); ranks above lo are skipped as likely
   false negatives (KaLM-Embedding, arXiv 2501.01028, `train/hn_mine.py`: ranks 50-100).
-- the positive-aware rules of NV-Retriever (Moreira et al. 2024, arXiv 2407.15831, §3.2), over the
+- the positive-aware rules of NV-Retriever (Moreira et al. 2024, arXiv 2407.15831), over the
   teacher's whole ranking (ranks [0, depth)): a candidate is eligible when its teacher score is
   strictly below a ceiling, and the ones at or above it are removed as likely false negatives —
   `top_k_abs`: ceiling = `max_score` (TopK-Abs); `margin_pos`: ceiling = positive score − `margin`
   (TopK-MarginPos); `perc_pos`: ceiling = `percent` × positive score (TopK-PercPos; the paper's best
   setting is 95 %; for a positive scoring <= 0, which the paper does not consider, the ceiling is
-  positive − (1 − percent)·|positive|, still below the positive). The positive score is the row's best positive (the teacher pass stores the
-  best cosine among a row's positives; NeMo-Curator's miner anchors on the lowest one instead).
-  NeMo-Curator keeps scores equal to the ceiling; "below", as the issue and the paper say, does not.
+  positive − (1 − percent)·|positive|, still below the positive). The positive score is the row's
+  best positive (the teacher pass stores the best cosine among a row's positives; NVIDIA's
+  NeMo-Curator miner anchors on the lowest one instead, and keeps scores equal to the ceiling,
+  where "below" — the paper's and the issue's word — does not).
 
 Sampling among the eligible candidates: `hardest` takes the highest-ranked ones (NV-Retriever's
 TopK-*), `random` draws them uniformly with the data seed (KaLM's draw within its window); either way

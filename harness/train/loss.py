@@ -1,25 +1,27 @@
 """InfoNCE over in-batch and hard negatives (KaLM: τ = 0.01, 1 positive + 7 negatives),
 optionally summed over Matryoshka prefixes (each truncated vector re-normalised), with two
-KaLM-Embedding-V2 options (Zhao et al. 2025, arXiv 2506.20923, §3 "training objective"):
+KaLM-Embedding-V2 options (Zhao et al. 2025, arXiv 2506.20923, fine-tuning objective):
 
 - focal-style re-weighting: row i's InfoNCE term -log p_i is multiplied by (1 - p_i)^γ, p_i the
   softmax probability of its positive; the loss is the mean over rows, E_i[-(1 - p_i)^γ log p_i],
   the paper's normalisation (γ = 0 is plain InfoNCE). The weight is part of the graph, as in focal
-  loss (Lin et al. 2017): the paper does not stop its gradient and neither do we. Under Matryoshka
-  each prefix's term is re-weighted by that prefix's own p_i. Across ranks every rank averages its
-  own rows and gradients are averaged, which is the mean over the global batch: no extra reduction.
+  loss (Lin et al. 2017): the paper's formula has no stop-gradient, so neither has ours. Under
+  Matryoshka each prefix's term is re-weighted by that prefix's own p_i. Across ranks every rank
+  averages its own rows and gradients are averaged: the mean over the global batch (equal per-rank
+  batches, as the sampler makes them), with no extra reduction.
 - online hard-negative mixing, the paper's pair-wise variant (after MoCHi, Kalantidis et al. 2020):
   for each query, synthetic negatives h = normalise(λ·n_j + (1 - λ)·n_k) mixed from two distinct
   negatives j, k among that row's own `hardest` hard negatives (ranked by the current similarity to
-  the query), λ ~ Beta(2, 2) as in the paper. They enter only that row's logits (its denominator
-  Z_i), never another row's. Not published, so chosen here and made keys
-  (`train.hard_negative_mixing`): how many synthetic negatives per query, the pool of hardest
-  negatives they are drawn from, the Beta shape, an optional coefficient range λ ∈ [lo, hi] (λ is
-  lo + (hi - lo)·Beta), and whether gradients flow into the mixed embeddings (default no: MoCHi's
-  synthetic points carry no gradient, and the real negatives already get theirs from the plain
-  logits). The paper's list-wise variant (a similarity-weighted mix of all of a row's negatives) is
-  not implemented. Under Matryoshka the mix is formed from each prefix's re-normalised negatives
-  with the same random draw, so every prefix sees the same synthetic points.
+  the query), λ ~ Beta(2, 2) as in the paper; h is unit length, like every embedding under
+  `model.normalize`. They enter only that row's logits (its denominator Z_i), never another row's.
+  Not published, so chosen here and made keys of `train.hard_negative_mixing`: how many synthetic
+  negatives per query, the pool of hardest negatives they are drawn from, and whether gradients
+  flow into the mixed embeddings (default no: MoCHi's synthetic points carry no gradient, and the
+  real negatives already get theirs from the plain logits). The Beta shape and a coefficient range
+  λ ∈ [lo, hi] (λ = lo + (hi - lo)·Beta) are keys too, defaulting to the paper's Beta(2, 2) on
+  [0, 1]. The paper's list-wise variant (a similarity-weighted mix of all of a row's negatives) is
+  not implemented. Under Matryoshka every prefix mixes its own re-normalised negatives with the
+  same random numbers.
 """
 
 from __future__ import annotations

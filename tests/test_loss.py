@@ -23,6 +23,7 @@ from harness.train.loss import (
     info_nce,
     matryoshka_info_nce,
     own_negatives,
+    synthetic_negatives,
 )
 from harness.train.step import TrainStep
 
@@ -169,6 +170,11 @@ def test_synthetic_negatives_enter_only_their_own_row_and_need_two_negatives() -
     targets = [0, 4, 5, 8]  # row 0 has three negatives, row 1 none, rows 2 and 3 two each
     t = torch.tensor(targets)
     mixing = Mixing(own_negatives(targets, len(p)), draw_mixing(3, 0, 4, 5))
+    negatives = p[mixing.negatives.clamp_min(0)]
+    synthetic, valid = synthetic_negatives(q, negatives, mixing.negatives >= 0, mixing)
+    assert synthetic.shape == (4, 5, 16) and valid.shape == (4, 5)
+    assert valid.tolist() == [[True] * 5, [False] * 5, [True] * 5, [True] * 5]
+    torch.testing.assert_close(synthetic.norm(dim=-1), torch.ones(4, 5))
     per_row_plain = F.cross_entropy(q @ p.T / TAU, t, reduction="none")
     per_row_mixed = torch.stack([info_nce(q[i:i + 1], p, t[i:i + 1], TAU,
                                           mixing=Mixing(mixing.negatives[i:i + 1], MixingDraw(

@@ -77,7 +77,23 @@ def dry_run_text(recipe: Recipe, plans: list[RunPlan]) -> str:
         lines.append(f"    cached: data {'yes' if cached['data'] else 'no'} ({p.data.hash}), "
                      f"train {'yes' if cached['train'] else 'no'} ({p.train.hash}), "
                      f"eval {eval_done}/{len(evals)} tasks")
+        lines.extend(dependency_lines(p))
     return "\n".join(lines)
+
+
+def dependency_lines(p: RunPlan) -> list[str]:
+    """A run's trained-variant teachers/backbones: which train stage, trained or not, and by whom."""
+    from harness.pipeline import trained_dependencies
+    from harness.references import resolve
+
+    lines = []
+    for spec in trained_dependencies(p.config):
+        target = resolve(spec)
+        same = target.recipe.path.resolve() == p.recipe.path.resolve()
+        state = "trained" if target.train.done() else (
+            "trained first by this ablate" if same else f"not trained: run {target.command()}")
+        lines.append(f"    depends on {target.ref} (train stage {target.train.hash}): {state}")
+    return lines
 
 
 def machine_text(config: VariantConfig) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.devices import DEVICE_PATTERN
 
@@ -30,8 +30,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
+def _reference_form(spec: str) -> str:
+    """A `variant:` reference must be well formed at load time (it is resolved later, lazily)."""
+    from harness.errors import HarnessError
+    from harness.references import is_reference, parse
+
+    if is_reference(spec):
+        try:
+            parse(spec)
+        except HarnessError as exc:
+            raise ValueError(str(exc)) from None
+    return spec
+
+
 class ModelConfig(_Strict):
-    backbone: str = Field("minilm", description="embedded name (minilm, tiny-qwen2), Hub id or local folder")
+    backbone: str = Field("minilm", description="embedded name (minilm, tiny-qwen2), Hub id, local folder, or "
+                                                "a trained variant: variant:RECIPE/VARIANT[@SEED]")
+
     pooling: Literal["mean", "last_token", "cls"] = "mean"
     attention: Literal["causal", "bidirectional"] = "causal"
     normalize: bool = True
@@ -40,6 +55,11 @@ class ModelConfig(_Strict):
     query_max_length: int = Field(64, ge=4)
     passage_max_length: int = Field(256, ge=4)
     trust_remote_code: bool = False
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone_form(cls, value: str) -> str:
+        return _reference_form(value)
 
 
 class SynthConfig(_Strict):
@@ -123,7 +143,9 @@ class NegativesConfig(_Strict):
 class FilterConfig(_Strict):
     """KaLM's ranking-consistency filtering and hard-negative mining, per task, with a teacher."""
 
-    teacher: str = Field("minilm", description="teacher embedder: embedded name, Hub id, local folder")
+    teacher: str = Field("minilm", description="teacher embedder: embedded name, Hub id, local folder, or a "
+                                               "trained variant: variant:RECIPE/VARIANT[@SEED] (KaLM's teacher is a "
+                                               "previously trained embedder)")
     teacher_pooling: Literal["mean", "last_token", "cls"] = "mean"
     top_k: int | None = Field(50, ge=0, description="keep a row only if the teacher ranks its positive at 0-based "
                               "rank <= top_k, i.e. in its top top_k + 1 (KaLM drops pos_score < scores[top_k]); "
@@ -136,6 +158,11 @@ class FilterConfig(_Strict):
     max_length: int = Field(256, ge=4)
     device: str = Field("auto", pattern=DEVICE_PATTERN, description=DEVICE_HELP)
     bf16: bool | Literal["auto"] = Field("auto", description=BF16_HELP)
+
+    @field_validator("teacher")
+    @classmethod
+    def _teacher_form(cls, value: str) -> str:
+        return _reference_form(value)
 
     @model_validator(mode="after")
     def _window(self) -> FilterConfig:

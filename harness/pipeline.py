@@ -84,7 +84,58 @@ def plan(recipe: Recipe, results_root: Path, tasks: dict[str, tuple[Any, str]]) 
                 contamination=contamination_stage(data, {t: tasks[t][1] for t in names}),
                 results_root=results_root,
             ))
-    return plans
+    return order_by_teachers(plans)
+
+
+def trained_dependencies(config: VariantConfig) -> list[str]:
+    """The `variant:` references a config trains from or filters with (its teacher, its backbone)."""
+    from harness.references import is_reference
+
+    specs = [config.model.backbone, config.data.filter.teacher if config.data.filter else None]
+    return [s for s in specs if s and is_reference(s)]
+
+
+def check_external_teachers(plans: list[RunPlan]) -> None:
+    """Stop before any work when a teacher from another recipe is not trained yet, naming the command."""
+    from harness.errors import HarnessError
+    from harness.references import resolve
+
+    for p in plans:
+        for spec in trained_dependencies(p.config):
+            target = resolve(spec)
+            if target.recipe.path.resolve() != p.recipe.path.resolve() and not target.train.done():
+                raise HarnessError(f"{p.recipe.path}: variant {p.variant.name!r} uses {spec}, which is not trained "
+                                   f"yet; train it first with: {target.command()}")
+
+
+def order_by_teachers(plans: list[RunPlan]) -> list[RunPlan]:
+    """Runs whose teacher (or backbone) is another run of the same recipe go after that run, so
+    `ablate` trains the teacher first; otherwise the recipe's order is kept."""
+    from harness.references import resolve
+
+    by_key = {(p.variant.name, p.seed): p for p in plans}
+    needs: dict[tuple[str, int], list[tuple[str, int]]] = {}
+    for p in plans:
+        deps = []
+        for spec in trained_dependencies(p.config):
+            target = resolve(spec)
+            if target.recipe.path.resolve() == p.recipe.path.resolve():
+                deps.append((target.variant.name, target.ref.seed))
+        needs[(p.variant.name, p.seed)] = deps
+    ordered: list[RunPlan] = []
+    placed: set[tuple[str, int]] = set()
+
+    def place(key: tuple[str, int]) -> None:
+        if key in placed:
+            return
+        placed.add(key)
+        for dep in needs[key]:
+            place(dep)
+        ordered.append(by_key[key])
+
+    for p in plans:
+        place((p.variant.name, p.seed))
+    return ordered
 
 
 # ----------------------------------------------------------------------------- stages
@@ -208,6 +259,7 @@ def publish(p: RunPlan, log: Any = print) -> None:
 def run_plans(plans: list[RunPlan], tasks: dict[str, tuple[Any, str]], *, log: Any = print,
               show_progress: bool = True) -> float:
     started = time.perf_counter()
+    check_external_teachers(plans)
     for i, p in enumerate(plans, start=1):
         log(f"[{i}/{len(plans)}] {p.variant.name} (seed {p.seed}, variant {p.variant.hash})")
         run_data(p, tasks, log)

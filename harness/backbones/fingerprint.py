@@ -79,10 +79,14 @@ def backbone_identity(spec: str) -> dict[str, Any]:
     """What decides a backbone's weights: the spec, plus the folder's fingerprint when it is local.
 
     Embedded names resolve to folders too (the minilm package, the seeded tiny-qwen2 build), so an
-    upgraded package or transformers' init change is seen; Hub ids are keyed by name.
+    upgraded package or transformers' init change is seen; Hub ids are keyed by name; a trained
+    variant (`variant:RECIPE/VARIANT`) by its train-stage hash.
     """
+    from harness import references
     from harness.backbones import resolve_path
 
+    if references.is_reference(spec):  # keyed by its train stage, trained or not
+        return references.identity(spec)
     source = resolve_path(spec)
     if Path(source).is_dir():
         return {"spec": spec, "fingerprint": folder_fingerprint(source)}

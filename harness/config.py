@@ -114,6 +114,44 @@ class SourceConfig(_Strict):
     langs: list[str] | None = Field(None, description="cldr-bitext languages (babel codes)")
 
 
+# Each positive-aware mining rule's parameter and NV-Retriever's best value for it (None: none published).
+NEGATIVE_PARAMETERS: dict[str, tuple[str, float | None]] = {
+    "top_k_abs": ("max_score", None),
+    "margin_pos": ("margin", 0.05),
+    "perc_pos": ("percent", 0.95),
+}
+
+
+class NegativesConfig(_Strict):
+    """Which teacher-ranked candidates may become hard negatives (harness.data.mining): KaLM's rank
+    `window`, or NV-Retriever's positive-aware rules (arXiv 2407.15831) that remove candidates scoring
+    too close to the positive as likely false negatives."""
+
+    method: Literal["window", "top_k_abs", "margin_pos", "perc_pos"] = Field(
+        "window", description="window = teacher ranks filter.window (KaLM); top_k_abs = below max_score; "
+        "margin_pos = below positive score - margin; perc_pos = below percent x positive score (NV-Retriever)")
+    max_score: Float | None = Field(None, ge=-1, le=1, description="top_k_abs: absolute teacher-score ceiling")
+    margin: Float | None = Field(None, ge=0, le=2, description="margin_pos: ceiling = positive score - margin "
+                                 "(default 0.05)")
+    percent: Float | None = Field(None, gt=0, le=1, description="perc_pos: ceiling = percent x positive score "
+                                  "(default 0.95, NV-Retriever's best)")
+    sampling: Literal["hardest", "random"] | None = Field(
+        None, description="among eligible candidates: hardest first, or random with data.seed; null = the "
+        "method's own (random in the window, hardest for the positive-aware rules)")
+
+    @model_validator(mode="after")
+    def _parameters(self) -> NegativesConfig:
+        own = NEGATIVE_PARAMETERS.get(self.method, (None, None))[0]
+        for method, (name, default) in NEGATIVE_PARAMETERS.items():
+            if name != own and getattr(self, name) is not None:
+                raise ValueError(f"negatives.{name} belongs to method {method}, not {self.method}")
+            if name == own and getattr(self, name) is None:
+                if default is None:
+                    raise ValueError(f"negatives.method {method} needs negatives.{name} (a teacher-score ceiling)")
+                setattr(self, name, default)
+        return self
+
+
 class FilterConfig(_Strict):
     """KaLM's ranking-consistency filtering and hard-negative mining, per task, with a teacher."""
 
@@ -124,7 +162,10 @@ class FilterConfig(_Strict):
     top_k: Int | None = Field(50, ge=0, le=100_000, description="keep a row only if the teacher ranks its positive "
                               "at 0-based rank <= top_k, i.e. in its top top_k + 1 (KaLM drops pos_score < "
                               "scores[top_k]); null = keep all")
-    window: tuple[Int, Int] = Field((50, 100), description="teacher ranks [lo, hi) to mine negatives from")
+    window: tuple[Int, Int] = Field((50, 100), description="teacher ranks [lo, hi) to mine negatives from "
+                                    "(negatives.method window)")
+    negatives: NegativesConfig = Field(default_factory=NegativesConfig,
+                                       description="mining rule: KaLM's window or NV-Retriever's positive-aware rules")
     depth: Int = Field(128, ge=1, le=100_000, description="ranks kept by the teacher pass")
     max_length: Int = Field(256, ge=4, le=MAX_LENGTH)
     device: str = Field("auto", pattern=DEVICE_PATTERN, description=DEVICE_HELP)
@@ -203,6 +244,29 @@ class MatryoshkaConfig(_Strict):
         return self
 
 
+class HardNegativeMixingConfig(_Strict):
+    """Online hard-negative mixing (KaLM-Embedding-V2, arXiv 2506.20923; after MoCHi, arXiv 2010.01028):
+    per query, synthetic negatives normalise(λ·n_j + (1-λ)·n_k) of two of its own hardest negatives,
+    added to that query's logits only. harness.train.loss says which details are the paper's."""
+
+    synthetic: Int = Field(2, ge=0, le=1024, description="synthetic negatives per query (0 = off, the plain loss)")
+    hardest: Int | None = Field(None, ge=2, le=1024, description="mix among the row's `hardest` hard negatives by "
+                                "current similarity (at most as many as it has); null = all of them")
+    beta: tuple[Float, Float] = Field((2.0, 2.0), description="Beta(a, b) shape of λ (KaLM-V2: Beta(2, 2))")
+    coefficient: tuple[Float, Float] = Field((0.0, 1.0), description="λ range [lo, hi] in [0, 1]: "
+                                             "λ = lo + (hi - lo) * Beta(a, b)")
+    detach: bool = Field(True, description="no gradient into the mixed embeddings (MoCHi's synthetic points)")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> HardNegativeMixingConfig:
+        lo, hi = self.coefficient
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"hard_negative_mixing.coefficient {list(self.coefficient)}: need 0 <= lo <= hi <= 1")
+        if min(self.beta) <= 0:
+            raise ValueError(f"hard_negative_mixing.beta {list(self.beta)}: both shape parameters must be > 0")
+        return self
+
+
 class TrainConfig(_Strict):
     steps: Int | None = Field(None, ge=1, le=100_000_000, description="optimizer steps; None = `epochs` over the data")
     epochs: Float = Field(1.0, gt=0, le=10_000)
@@ -216,6 +280,10 @@ class TrainConfig(_Strict):
     homogeneous_ratio: Float = Field(
         0.0, ge=0, le=1, description="semi-homogeneous task batches: share of a batch from one task")
     matryoshka: MatryoshkaConfig | None = None
+    focal_gamma: Float = Field(0.0, ge=0, le=100, description="focal-style re-weighting (KaLM-Embedding-V2): each row's "
+                               "InfoNCE term times (1 - p_pos)^gamma; 0 = off")
+    hard_negative_mixing: HardNegativeMixingConfig | None = Field(
+        None, description="online hard-negative mixing (KaLM-Embedding-V2); null = off")
     lora: LoraConfig | None = None
     bf16: BF16 = Field("auto", description=BF16_HELP)
     device: str = Field("auto", pattern=DEVICE_PATTERN, description=DEVICE_HELP)
@@ -251,6 +319,14 @@ class VariantConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _mixing_has_pairs(self) -> VariantConfig:
+        mixing = self.train.hard_negative_mixing
+        if mixing is not None and mixing.synthetic > 0 and self.data.hard_negatives < 2:
+            raise ValueError(f"train.hard_negative_mixing mixes pairs of a row's own hard negatives: it needs "
+                             f"data.hard_negatives >= 2 (got {self.data.hard_negatives})")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

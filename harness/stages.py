@@ -27,7 +27,8 @@ from harness.paths import cache_root
 STAGE_VERSIONS: dict[str, int] = {
     # 2: the table is rows.arrow (Arrow IPC, memory-mapped), not rows.jsonl; the filter teacher is keyed
     # by its contents and precision
-    "data": 2,
+    # 3: mining rules (filter.negatives); card counts `mined` negatives (was `window`) and the rule's screening
+    "data": 3,
     "contamination": 1,
     # 2: float32 master weights, precision in the key, backbone folders keyed by content
     "train": 2,

@@ -48,6 +48,16 @@ def test_filter_thresholds_share_one_teacher_pass(fresh_cache: Path) -> None:
         cards[top_k], kept[top_k] = card, len(rows)
         assert all(len(r.neg) == 2 for r in rows)
         assert all(n not in r.pos and n != r.query for r in rows for n in r.neg)
+    # the mining rules are cuts on the same ranking: no further teacher pass
+    for negatives in ({"method": "perc_pos", "percent": 0.95}, {"method": "margin_pos", "margin": 0.05},
+                      {"method": "top_k_abs", "max_score": 0.6}, {"method": "window", "sampling": "hardest"}):
+        rows, card = build_mix(_config(**{**base, "filter": {**base["filter"], "top_k": 20, "negatives": negatives}}))
+        assert card["filter"]["teacher"]["teacher_pass"] == "hit" and len(rows) == kept[20]
+        assert card["filter"]["negatives_rule"]["method"] == negatives["method"]
+        mining = card["filter"]["mining"]
+        assert mining["candidates"] >= mining["removed_as_false_negatives"] > 0
+        if negatives["method"] == "perc_pos":
+            assert mining["ratio_to_positive"]["p100"] < 0.95
     assert len(list((fresh_cache / "rankings").iterdir())) == 1
     assert [cards[k]["filter"]["teacher"]["teacher_pass"] for k in (None, 20, 5, 1)] == ["miss", "hit", "hit", "hit"]
     assert kept[None] == 120 and kept[None] >= kept[20] >= kept[5] >= kept[1] and kept[1] < 120

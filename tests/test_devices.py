@@ -156,6 +156,24 @@ def test_grad_cache_step_keeps_every_tensor_on_the_model_device() -> None:
     assert mode.violations == []
 
 
+@pytest.mark.parametrize("grad_cache", [False, True])
+def test_focal_and_hard_negative_mixing_keep_every_tensor_on_the_model_device(grad_cache: bool) -> None:
+    """KaLM-V2's loss options (focal weights, the mixing draw, each row's negative index) under
+    Matryoshka, in the plain step and on GradCache's cached embeddings."""
+    model = Embedder.from_config(ModelConfig(backbone="tiny-qwen2", pooling="mean"))
+    tc = TrainConfig(focal_gamma=1.0, hard_negative_mixing={"synthetic": 2, "detach": False},
+                     matryoshka={"dims": [64, 32]}, grad_cache=grad_cache, grad_cache_chunk=2)
+    passages = [TEXTS[0].upper(), "negative one", "negative two", TEXTS[1].upper(), "negative three",
+                "negative four", "negative five", TEXTS[2].upper()]
+    with SimulatedDevice() as mode:
+        model.to(DEVICE)
+        step = _step(model, tc)
+        loss = step.micro(TEXTS, passages, [0, 3, 7])
+        assert on_device(loss) and np.isfinite(loss.item())
+        step.finish()
+    assert mode.violations == [] and mode.ops_on_device > 100
+
+
 def test_the_checker_catches_a_host_tensor() -> None:
     """The placement tests can fail: a batch left on the host is an error, as on a GPU."""
     model = Embedder.from_config(ModelConfig(backbone="minilm"))

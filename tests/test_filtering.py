@@ -22,6 +22,7 @@ from harness.data.filtering import (
     save_ranking,
     teacher_pass,
 )
+from harness.data.mining import MiningRule
 from harness.data.rows import TrainRow
 from harness.errors import HarnessError
 
@@ -85,9 +86,9 @@ def test_hand_checked_toy_filter_and_mining() -> None:
     assert report["dropped"] == {"positive_below_top_k": 1}
     assert report["tasks"]["tiny"]["kept_unfiltered"]["corpus_not_larger_than_top_k"] == 2
     assert report["tasks"]["toy"]["negatives"] == {
-        "existing": 1, "window": 8, "padding": 3, "missing": 0, "existing_discarded": 0}
+        "existing": 1, "mined": 8, "padding": 3, "missing": 0, "existing_discarded": 0}
     assert report["tasks"]["tiny"]["negatives"] == {
-        "existing": 1, "window": 1, "padding": 0, "missing": 4, "existing_discarded": 0}
+        "existing": 1, "mined": 1, "padding": 0, "missing": 4, "existing_discarded": 0}
 
     # top_k=0: a row survives only if its positive is the teacher's first hit. toy: q0, E.
     # tiny is now tested (corpus 2 > 0): t0 -> X and t1 -> Y are both rank 0.
@@ -124,7 +125,7 @@ def test_candidate_pool_and_window_beyond_a_small_corpus() -> None:
     assert ranking.key != teacher_pass(rows, angle_teacher, depth=8, show_progress=False).key
     # KaLM's window (50, 100) lies past a 6-item corpus: every new negative is random padding.
     kept, report = apply_filter(rows, ranking, top_k=None, negatives=2, window=(50, 100), seed=1)
-    assert report["negatives"]["window"] == 0 and report["negatives"]["padding"] > 0
+    assert report["negatives"]["mined"] == 0 and report["negatives"]["padding"] > 0
     for row in kept:
         assert not set(row.neg) & {*row.pos, row.query}
 
@@ -182,7 +183,7 @@ def test_negatives_exclude_positives_and_query_and_counts_add_up() -> None:
         assert report["rows_before"] == len(rows)
         assert report["rows_after"] == len(kept) == report["rows_before"] - sum(report["dropped"].values())
         negs = report["negatives"]
-        assert negs["existing"] + negs["window"] + negs["padding"] + negs["missing"] == 7 * len(kept)
+        assert negs["existing"] + negs["mined"] + negs["padding"] + negs["missing"] == 7 * len(kept)
         # Rows query-i with i % 5 == 0 list their own positive as a negative: discarded, counted.
         assert negs["existing_discarded"] == sum(r.query.startswith("query-") and int(r.query[6:]) % 5 == 0
                                                  for r in kept)
@@ -205,18 +206,37 @@ def test_negatives_exclude_positives_and_query_and_counts_add_up() -> None:
         apply_filter(rows[:-1], ranking, top_k=5, negatives=0)
 
 
-def test_teacher_encodes_once_for_a_threshold_ablation(tmp_path: Path) -> None:
+MINING_SWEEP = [
+    MiningRule("window", window=(10, 40)),
+    MiningRule("window", window=(10, 40), sampling="hardest"),
+    MiningRule("perc_pos", percent=0.95),
+    MiningRule("perc_pos", percent=0.9, sampling="random"),
+    MiningRule("margin_pos", margin=0.05),
+    MiningRule("margin_pos", margin=0.1),
+    MiningRule("top_k_abs", max_score=0.5),
+]
+
+
+def test_teacher_encodes_once_for_a_threshold_and_mining_ablation(tmp_path: Path) -> None:
+    """Every filtering threshold x every mining method and parameter value: one teacher pass."""
     rows = synthetic_rows()
     teacher = CountingTeacher()
     cards = {}
+    mined = {}
     for top_k in (None, 10, 20, 50):
-        ranking = cached_teacher_pass(rows, teacher, "noisy-v1", tmp_path, depth=64, batch_size=32,
-                                      show_progress=False)
-        assert ranking.stats["cache"] == ("miss" if top_k is None else "hit")
-        _, cards[top_k] = apply_filter(rows, ranking, top_k=top_k, negatives=7, window=(10, 40))
+        for rule in MINING_SWEEP:
+            ranking = cached_teacher_pass(rows, teacher, "noisy-v1", tmp_path, depth=64, batch_size=32,
+                                          show_progress=False)
+            assert ranking.stats["cache"] == ("miss" if top_k is None and rule == MINING_SWEEP[0] else "hit")
+            kept, card = apply_filter(rows, ranking, top_k=top_k, negatives=7, rule=rule)
+            if rule == MINING_SWEEP[0]:
+                cards[top_k] = card
+            mined[top_k, rule] = [r.neg for r in kept]
+            assert card["negatives_rule"]["method"] == rule.method
     expected = {("query", r.query) for r in rows} | {("passage", t) for r in rows for t in (*r.pos, *r.neg)}
     assert set(teacher.seen) == expected
-    assert max(teacher.seen.values()) == 1  # every text exactly once, across all four thresholds
+    assert max(teacher.seen.values()) == 1  # every text exactly once, across all 4 x 7 arms
+    assert len({tuple(map(tuple, mined[None, rule])) for rule in MINING_SWEEP}) == len(MINING_SWEEP)  # all differ
     assert teacher.calls >= -(-len(expected) // 32) and teacher.largest_call <= 32  # chunked by batch_size
     kept = [cards[k]["rows_after"] for k in (None, 10, 20, 50)]
     assert kept[0] == len(rows) and kept[1] <= kept[2] <= kept[3] < kept[0]
@@ -276,7 +296,7 @@ def test_real_teacher_minilm_on_stdlib_rows(minilm_embed, tmp_path: Path) -> Non
     assert sizes[-1] >= 0.9 * len(rows), sizes  # few dropped at KaLM's 50
     assert sizes[0] < sizes[-1] - 10, sizes  # many more at top_k=1
     kept, report = after[50]
-    assert report["negatives"]["window"] == 7 * len(kept)  # 250-item corpus: the window always suffices
+    assert report["negatives"]["mined"] == 7 * len(kept)  # 250-item corpus: the window always suffices
     bodies = {r.pos[0] for r in rows}
     for row in kept:
         assert len(row.neg) == 7 and not set(row.neg) & set(row.pos) and row.query not in row.neg

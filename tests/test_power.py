@@ -181,7 +181,7 @@ def test_power_command_and_report_print_the_same_line(tmp_path: Path, capsys: py
     # The resample count follows the family (2 variants -> 10,000) and the report states its floor.
     assert "Resamples: 10000 per test" in report and "0.0002 raw, 0.0004 after Holm (two-level bootstrap)" in report
     assert "*** is attainable" in report
-    large = next(line for line in report.splitlines() if line.startswith(f"| large ") and TASK in line)
+    large = next(line for line in report.splitlines() if line.startswith("| large ") and TASK in line)
     assert "| ***" in large  # a huge effect reaches *** after Holm over 2 variants
     significance = json.loads((recipe / "significance.json").read_text())
     assert significance[SETTINGS_KEY]["n_resamples"] == 10_000

@@ -6,16 +6,18 @@ the expensive part; the threshold is a cheap cut on its output. So the two are s
 - `teacher_pass` / `cached_teacher_pass` produce a `TeacherRanking`, stored on disk under
   `cache_dir/rankings/<ranking_key>` and keyed by (teacher id, rows, depth): every filtering
   threshold of an ablation reuses one pass.
-- `apply_filter` cuts at `top_k`, mines hard negatives from a rank window and returns the kept rows
-  plus a report for the data card.
+- `apply_filter` cuts at `top_k`, mines hard negatives with a rule (harness.data.mining: KaLM's rank
+  window, or NV-Retriever's positive-aware score ceilings) and returns the kept rows plus a report
+  for the data card. Every rule and parameter value is a cut on the same ranking.
 
 Semantics follow KaLM's `train/hn_mine.py`, per task (rows with the same `task` label):
 corpus = unique positive and negative texts (or a candidate pool, plus the positives, so every
 positive has a score); a row is dropped when its best positive scores below the corpus item at
 0-based rank `top_k`, so `top_k: k` keeps rows whose positive is among the teacher's top k + 1 (0 keeps
 only rows whose positive ranks first); a corpus of at most `top_k` items keeps every row. Negatives:
-existing ones first (up to `negatives`), topped up from teacher ranks [lo, hi), then random corpus
-items; never a positive or the query text. Deliberate differences from KaLM: the corpus order is first appearance
+existing ones first (up to `negatives`), topped up from teacher ranks [lo, hi) (or what another
+mining rule allows), then random corpus items; never a positive, the query text or a candidate a
+positive-aware rule removed. Deliberate differences from KaLM: the corpus order is first appearance
 (KaLM's `list(set(...))` changes with Python's hash seed, so its output is not reproducible);
 existing negatives equal to a positive / the query / an earlier negative are discarded; padding never
 picks a positive; the window draw is made for every row before the cut, so a row keeps the same
@@ -47,6 +49,7 @@ from typing import Any, Literal
 import numpy as np
 
 from harness import atomic
+from harness.data.mining import MiningRule, relative_scores
 from harness.data.rows import TrainRow
 from harness.errors import HarnessError
 from harness.hashing import canonical_json, content_hash
@@ -60,6 +63,7 @@ META_FILE = "ranking.json"
 DROPPED_BELOW_TOP_K = "positive_below_top_k"
 KEPT_FILTER_OFF = "filter_off"
 KEPT_SMALL_CORPUS = "corpus_not_larger_than_top_k"
+SCREEN_COUNTS = ("candidates", "removed_as_false_negatives")
 
 
 @dataclass
@@ -400,17 +404,23 @@ def apply_filter(
     negatives: int,
     window: tuple[int, int] = (50, 100),
     seed: int = 0,
+    rule: MiningRule | None = None,
 ) -> tuple[list[TrainRow], dict[str, Any]]:
     """Kept rows (input order) with `negatives` negatives each where the corpus allows, and a report.
 
+    `rule` says which ranked candidates may be mined (harness.data.mining; default: KaLM's `window`).
     Report (for the data card): rows before/after, dropped rows by reason, rows kept without a test
-    (filter off, or a corpus of at most `top_k` items), and where the negatives came from
-    (`existing` / `window` / `padding`; `missing` when a corpus is too small to fill every slot;
-    `existing_discarded` counts given negatives equal to a positive, the query or an earlier one).
+    (filter off, or a corpus of at most `top_k` items), where the negatives came from
+    (`existing` / `mined` / `padding`; `missing` when a corpus is too small to fill every slot;
+    `existing_discarded` counts given negatives equal to a positive, the query or an earlier one),
+    and per task what the rule did (`mining`): ranked candidates it screened (not a positive, the
+    query or an existing negative), how many it removed as likely false negatives, and the teacher
+    scores of the mined negatives relative to their row's positive (ratio and margin quantiles).
     """
-    lo, hi = window
+    rule = rule or MiningRule(window=window)
+    lo, hi = rule.window
     if not 0 <= lo < hi:
-        raise HarnessError(f"hard-negative window {window}: need 0 <= lo < hi")
+        raise HarnessError(f"hard-negative window {rule.window}: need 0 <= lo < hi")
     if negatives < 0:
         raise HarnessError(f"negatives must be >= 0, got {negatives}")
     if top_k is not None and top_k < 0:
@@ -423,26 +433,31 @@ def apply_filter(
 
     kept_rows: dict[int, TrainRow] = {}
     per_task: dict[str, dict[str, Any]] = {}
+    all_scores: list[np.ndarray] = []
     for name, task in ranking.tasks.items():
         keep, reasons = _cut(task, top_k)
-        new_negs, neg_counts = _mine_negatives(rows, task, keep, negatives, (lo, hi), seed)
+        new_negs, neg_counts, screened, scores = _mine_negatives(rows, task, keep, negatives, rule, seed)
         for position in np.flatnonzero(keep):
             row_index = int(task.row_indices[position])
             kept_rows[row_index] = replace(rows[row_index], neg=new_negs[position])
+        all_scores.append(scores)
         per_task[name] = {
             "corpus_size": len(task.corpus),
             "rows_before": len(task.row_indices),
             "rows_after": int(keep.sum()),
             **reasons,
             "negatives": neg_counts,
+            "mining": {**screened, **relative_scores(scores[:, 0], scores[:, 1])},
         }
     out = [kept_rows[i] for i in sorted(kept_rows)]
+    scores = np.concatenate(all_scores) if all_scores else np.zeros((0, 2))
     report = {
         "teacher": ranking.teacher_id,
         "ranking_key": ranking.key,
         "depth": ranking.depth,
         "top_k": top_k,
         "window": [lo, hi],
+        "negatives_rule": rule.describe(),
         "negatives_per_row": negatives,
         "seed": seed,
         "rows_before": len(rows),
@@ -450,6 +465,9 @@ def apply_filter(
         "dropped": _sum_counts(t["dropped"] for t in per_task.values()),
         "kept_unfiltered": _sum_counts(t["kept_unfiltered"] for t in per_task.values()),
         "negatives": _sum_counts(t["negatives"] for t in per_task.values()),
+        "mining": {**_sum_counts({k: v for k, v in t["mining"].items() if k in SCREEN_COUNTS}
+                                 for t in per_task.values()),
+                   **relative_scores(scores[:, 0], scores[:, 1])},
         "tasks": per_task,
     }
     return out, report
@@ -475,15 +493,20 @@ def _cut(task: TaskRanking, top_k: int | None) -> tuple[np.ndarray, dict[str, di
     return keep, {"dropped": {DROPPED_BELOW_TOP_K: int(n - keep.sum())}, "kept_unfiltered": unfiltered}
 
 
-def _mine_negatives(rows: Sequence[TrainRow], task: TaskRanking, keep: np.ndarray, n: int,
-                    window: tuple[int, int], seed: int,
-                    chunk: int = 8192) -> tuple[dict[int, list[str]], dict[str, int]]:
-    """Negatives for the kept rows of one task: existing first, then the rank window, then random padding."""
-    counts = {"existing": 0, "window": 0, "padding": 0, "missing": 0, "existing_discarded": 0}
+def _mine_negatives(rows: Sequence[TrainRow], task: TaskRanking, keep: np.ndarray, n: int, rule: MiningRule,
+                    seed: int, chunk: int = 8192
+                    ) -> tuple[dict[int, list[str]], dict[str, int], dict[str, int], np.ndarray]:
+    """Negatives for the kept rows of one task: existing first, then ranked candidates the rule allows,
+    then random padding. Also returns the rule's screening counts and, per mined negative, its
+    (teacher score, its row's positive score) [m, 2]."""
+    counts = {"existing": 0, "mined": 0, "padding": 0, "missing": 0, "existing_discarded": 0}
+    screened = dict.fromkeys(SCREEN_COUNTS, 0)
     kept_positions = np.flatnonzero(keep)
+    pairs: list[tuple[float, float]] = []
     if n == 0:
-        return {int(p): [] for p in kept_positions}, counts
-    if window[1] > task.depth and len(task.corpus) > task.depth:
+        return {int(p): [] for p in kept_positions}, counts, screened, np.zeros((0, 2))
+    window = rule.window
+    if rule.method == "window" and window[1] > task.depth and len(task.corpus) > task.depth:
         raise HarnessError(
             f"task {task.task!r}: negative window {window} reaches past the teacher ranking depth "
             f"{task.depth} (run the teacher pass with depth >= {window[1]})"
@@ -491,10 +514,14 @@ def _mine_negatives(rows: Sequence[TrainRow], task: TaskRanking, keep: np.ndarra
     corpus = task.corpus
     index = {t: j for j, t in enumerate(corpus)}
     task_seed = int(content_hash(task.task), 16)
-    # One random priority per (row, window slot), drawn for every row before the cut: a row's
-    # negatives are then the same under every top_k.
-    windows = task.top_indices[:, window[0] : min(window[1], task.depth)]
-    priority = np.random.default_rng([seed, task_seed]).random((len(task.row_indices), windows.shape[1]))
+    lo, hi = rule.candidate_ranks(task.depth)
+    # One random priority per (row, candidate slot), drawn for every row before the cut: a row's
+    # negatives are then the same under every top_k (for the window: KaLM's draw, as before rules).
+    slots_all, scores_all = task.top_indices[:, lo:hi], task.top_scores[:, lo:hi]
+    skipped_all = task.top_indices[:, :lo]  # the window's ranks above lo: skipped as likely false negatives
+    priority = np.random.default_rng([seed, task_seed]).random((len(task.row_indices), slots_all.shape[1]))
+    ceilings = rule.ceilings(task.positive_score)
+    hardest = rule.sampling_used == "hardest"
 
     result: dict[int, list[str]] = {}
     for start in range(0, len(kept_positions), chunk):
@@ -505,26 +532,38 @@ def _mine_negatives(rows: Sequence[TrainRow], task: TaskRanking, keep: np.ndarra
             negs = _clean_existing(row, n, counts)
             existing.append(negs)
             excluded.append(np.asarray([index[t] for t in (*row.pos, row.query, *negs) if t in index], dtype=np.int64))
-        slots = windows[task.query_of_row[positions]]  # [chunk, window width] corpus indices
-        valid = ~(slots[:, :, None] == _pad(excluded)[:, None, :]).any(-1)
-        order = np.argsort(np.where(valid, priority[positions], np.inf), axis=1, kind="stable")
+        blocked_pad = _pad(excluded)[:, None, :]
+        slots = slots_all[task.query_of_row[positions]]  # [chunk, width] corpus indices, best first
+        scores = scores_all[task.query_of_row[positions]]
+        valid = ~(slots[:, :, None] == blocked_pad).any(-1)
+        eligible = valid if ceilings is None else valid & (scores < ceilings[positions][:, None])
+        removed = valid & ~eligible
+        skipped = ~(skipped_all[task.query_of_row[positions]][:, :, None] == blocked_pad).any(-1)
+        screened["candidates"] += int(valid.sum() + skipped.sum())
+        screened["removed_as_false_negatives"] += int(removed.sum() + skipped.sum())
+        rank_or_draw = np.broadcast_to(np.arange(slots.shape[1]), slots.shape) if hardest else priority[positions]
+        order = np.argsort(np.where(eligible, rank_or_draw, np.inf), axis=1, kind="stable")
         for i, position in enumerate(positions):
             negs = existing[i]
             counts["existing"] += len(negs)
             need = n - len(negs)
             if need > 0:
-                chosen = sorted(j for j in order[i, :need] if valid[i, j])  # hardest first
+                chosen = sorted(j for j in order[i, :need] if eligible[i, j])  # hardest first
                 negs.extend(corpus[slots[i, j]] for j in chosen)
-                counts["window"] += len(chosen)
+                pairs.extend((float(scores[i, j]), float(task.positive_score[position])) for j in chosen)
+                counts["mined"] += len(chosen)
                 need -= len(chosen)
             if need > 0:
-                blocked = set(excluded[i].tolist()) | {index[t] for t in negs if t in index}
+                # padding never picks what the rule removed as a likely false negative (the window's
+                # skipped ranks stay eligible for padding, as in KaLM)
+                blocked = set(excluded[i].tolist()) | {index[t] for t in negs if t in index} | \
+                    {int(j) for j in slots[i][removed[i]]}
                 padding = _random_corpus_items(len(corpus), need, blocked, [seed, task_seed, int(position)])
                 negs.extend(corpus[j] for j in padding)
                 counts["padding"] += len(padding)
                 counts["missing"] += need - len(padding)
             result[int(position)] = negs
-    return result, counts
+    return result, counts, screened, np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
 
 
 def _clean_existing(row: TrainRow, n: int, counts: dict[str, int]) -> list[str]:

@@ -390,6 +390,7 @@ def filter_rows(rows: Sequence[TrainRow], config: DataConfig, *,
     """Ranking-consistency filter + hard-negative mining; the teacher pass is cached on disk, so
     arms that differ only in the threshold share it (the teacher loads only on a cache miss)."""
     from harness.data.filtering import apply_filter, cached_teacher_pass
+    from harness.data.mining import rule_from_config
     from harness.paths import cache_root
 
     spec = config.filter
@@ -398,7 +399,7 @@ def filter_rows(rows: Sequence[TrainRow], config: DataConfig, *,
     ranking = cached_teacher_pass(rows, embed, teacher_id, cache_root(), depth=spec.depth,
                                   show_progress=show_progress)
     kept, report = apply_filter(rows, ranking, top_k=spec.top_k, negatives=config.hard_negatives,
-                                window=tuple(spec.window), seed=config.seed)
+                                seed=config.seed, rule=rule_from_config(spec))
     report["teacher"] = {"spec": spec.teacher, "id": teacher_id, "ranking": ranking.key,
                          "precision": teacher_precision(config), "teacher_pass": ranking.stats.get("cache")}
     return kept, report

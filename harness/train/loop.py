@@ -165,7 +165,7 @@ def train(
         losses = []
         for micro in range((step - 1) * tc.gradient_accumulation, step * tc.gradient_accumulation):
             queries, passages, targets = _texts(rows, batches[micro], config, micro)
-            losses.append(step_fn.micro(queries, passages, targets))
+            losses.append(step_fn.micro(queries, passages, targets, micro))
         step_fn.finish()
         step_loss = mean_over_ranks(float(torch.stack(losses).sum()), world, device)
         bar.set_postfix(loss=f"{step_loss:.4f}")

@@ -18,7 +18,7 @@ from harness.devices import autocast
 from harness.model import Embedder
 from harness.train.distributed import World, average_gradients, gather_with_grad
 from harness.train.gradcache import cached_backward
-from harness.train.loss import matryoshka_info_nce
+from harness.train.loss import Mixing, draw_mixing, matryoshka_info_nce, own_negatives
 
 
 class TrainStep:
@@ -30,31 +30,54 @@ class TrainStep:
         self.tc, self.world, self.bf16, self.lengths = tc, world, bf16, lengths
         self.dims = tc.matryoshka.dims if tc.matryoshka else None
         self.weights = tc.matryoshka.weights if tc.matryoshka else None
+        self.calls = 0  # micro-steps run: the mixing seed when the caller gives no index
 
     def embed(self, texts: list[str], max_length: int) -> torch.Tensor:
         with autocast(self.model.device, self.bf16):
             return self.model.embed(texts, max_length)
 
-    def loss(self, q: torch.Tensor, p: torch.Tensor, targets: Sequence[int]) -> torch.Tensor:
-        """InfoNCE of this rank's queries against every rank's passages (gathered with gradients)."""
+    def loss(self, q: torch.Tensor, p: torch.Tensor, targets: Sequence[int], index: int = 0) -> torch.Tensor:
+        """InfoNCE of this rank's queries against every rank's passages (gathered with gradients),
+        with focal re-weighting and hard-negative mixing when the config asks; `index` is the
+        micro-step, the seed of the mixing draw."""
         gathered, mask, offset = gather_with_grad(p, self.world)
         # Built on the CPU and moved: one small copy, and the same code path on every device.
         target = torch.tensor(list(targets), dtype=torch.long).to(q.device) + offset
-        return matryoshka_info_nce(q, gathered, target, self.tc.temperature, self.dims, self.weights, mask)
+        mixing = self.mixing(targets, p.size(0), offset, index, q.device)
+        return matryoshka_info_nce(q, gathered, target, self.tc.temperature, self.dims, self.weights, mask,
+                                   focal_gamma=self.tc.focal_gamma, mixing=mixing)
 
-    def forward_loss(self, queries: list[str], passages: list[str], targets: Sequence[int]) -> torch.Tensor:
+    def mixing(self, targets: Sequence[int], n_passages: int, offset: int, index: int,
+               device: torch.device) -> Mixing | None:
+        """This rank's rows' own negatives and their slice of the global batch's mixing draw."""
+        spec = self.tc.hard_negative_mixing
+        if spec is None or spec.synthetic == 0:
+            return None
+        rows = len(targets)
+        draw = draw_mixing(self.tc.seed, index, rows, spec.synthetic, spec.beta, spec.coefficient,
+                           first_row=self.world.rank * rows, global_rows=self.world.size * rows)
+        return Mixing(own_negatives(targets, n_passages, offset).to(device), draw.to(device), spec.hardest, spec.detach)
+
+    def forward_loss(self, queries: list[str], passages: list[str], targets: Sequence[int],
+                     index: int = 0) -> torch.Tensor:
         """The plain (non-GradCache) forward pass: embeddings in float32, then the loss, with a graph."""
         q = self.embed(queries, self.lengths[0]).float()
         p = self.embed(passages, self.lengths[1]).float()
-        return self.loss(q, p, targets)
+        return self.loss(q, p, targets, index)
 
-    def micro(self, queries: list[str], passages: list[str], targets: Sequence[int]) -> torch.Tensor:
-        """Forward and backward of one micro-batch, scaled for gradient accumulation; the detached loss."""
+    def micro(self, queries: list[str], passages: list[str], targets: Sequence[int],
+              index: int | None = None) -> torch.Tensor:
+        """Forward and backward of one micro-batch, scaled for gradient accumulation; the detached loss.
+
+        `index` is the micro-step's position in the run (the loop passes it, so a resumed run draws
+        the same mixing numbers); by default the count of calls so far."""
+        index = self.calls if index is None else index
+        self.calls += 1
         scale = self.tc.gradient_accumulation
         if self.tc.grad_cache:
             return cached_backward(self.embed, queries, passages, self.lengths,
-                                   lambda q, p: self.loss(q, p, targets) / scale, self.tc.grad_cache_chunk)
-        loss = self.forward_loss(queries, passages, targets) / scale
+                                   lambda q, p: self.loss(q, p, targets, index) / scale, self.tc.grad_cache_chunk)
+        loss = self.forward_loss(queries, passages, targets, index) / scale
         loss.backward()
         return loss.detach()
 

@@ -186,6 +186,16 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_mteb(args: argparse.Namespace) -> int:
+    from harness.export.mteb import export_results
+
+    out = Path(args.out)
+    print(f"exporting {args.results_dir} in mteb's results layout to {out / 'results'}")
+    done = export_results(Path(args.results_dir), out)
+    print(f"{len(done)} run(s) exported; load them with mteb.ResultCache({str(out)!r}).load_results()")
+    return 0
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from harness.evaluate.tasks import REGISTRY
 
@@ -277,6 +287,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=str(results_root()), help="results root")
     p.add_argument("--out", default="leaderboard.md", help="output file (default: leaderboard.md)")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("export", help="write results in other tools' formats (mteb)",
+                       description="Export results. `export mteb` writes every (variant, seed) in mteb's results "
+                                   "layout, which mteb.ResultCache loads.")
+    export_sub = p.add_subparsers(dest="export_format", required=True, metavar="FORMAT")
+    q = export_sub.add_parser("mteb", help="mteb's results layout: results/<model>/<revision>/<Task>.json",
+                              description="Write each (variant, seed) under RESULTS_DIR as DIR/results/<model name>/"
+                                          "<revision>/<Task>.json + model_meta.json, so mteb.ResultCache(DIR) loads "
+                                          "it beside published models' results. Model name = harness-<recipe>/"
+                                          "<variant>-seed<N>, revision = its train-stage hash.")
+    q.add_argument("results_dir", metavar="RESULTS_DIR", help="results root, a recipe's folder or one variant's")
+    q.add_argument("--out", required=True, metavar="DIR", help="an mteb ResultCache folder (created if missing)")
+    q.set_defaults(func=cmd_export_mteb)
 
     p = sub.add_parser("tasks", help="list the harness's own evaluation tasks",
                        description="List the offline evaluation tasks the harness builds from packaged data.")

@@ -1,7 +1,8 @@
 """`ablate`: expand a recipe, run every (variant, seed) through the cached stages, write results/.
 
 Runs one after another here; the stage functions are plain and idempotent, so an executor
-(torchrun, SLURM through submitit) can call the same `run_one` elsewhere.
+(torchrun, SLURM through submitit: harness/executors.py) runs the same `run_data`, `run_train` and
+`run_eval` (one task shard at a time) in its jobs, and the parent calls `publish`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import yaml
 
 from harness import atomic
 from harness.config import VariantConfig
+from harness.errors import HarnessError
 from harness.recipe import Recipe, Variant
 from harness.stages import Stage, data_stage, eval_stage, train_stage
 
@@ -140,8 +143,18 @@ def run_train(p: RunPlan, log: Any, show_progress: bool) -> None:
         f"{summary['train_seconds']} s{resumed}")
 
 
-def run_eval(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any, show_progress: bool) -> None:
+def run_eval(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any, show_progress: bool,
+             only: Collection[str] | None = None) -> None:
+    """Evaluate the run's tasks that are not cached yet; `only` restricts it to some (one task shard)."""
     from harness.evaluate.cached import run_cached_eval
+
+    names = list(p.evals) if only is None else [t for t in p.evals if t in set(only)]
+    unknown = sorted(set(only or ()) - set(p.evals))
+    if unknown:
+        raise HarnessError(f"{p.recipe.path}: variant {p.variant.name!r} does not evaluate {', '.join(unknown)}")
+    if not p.train.done() and any(not p.evals[t].done() for t in names):
+        raise HarnessError(f"{p.variant.name} (seed {p.seed}): its train stage {p.train.hash} is not in "
+                           f"{p.train.dir.parent}; train it first (run the same ablate command)")
 
     def make_encoder() -> Any:
         from harness.evaluate.encoder import HarnessEncoder
@@ -152,7 +165,8 @@ def run_eval(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any, show_progr
                               batch_size=p.config.eval.batch_size, show_progress=show_progress,
                               bf16=p.config.eval.bf16)
 
-    run_cached_eval(make_encoder, {t: tasks[t][0] for t in p.evals}, p.evals, log)
+    run_cached_eval(make_encoder, {t: tasks[t][0] for t in names}, {t: p.evals[t] for t in names}, log,
+                    show_progress=show_progress)
 
 
 def _versions() -> dict[str, str]:
@@ -171,6 +185,8 @@ def publish(p: RunPlan) -> None:
     """Copy the small, human-readable part of each stage into results/<recipe>/<variant>/seed-N/."""
     import pandas as pd
 
+    from harness.evaluate.cached import publish_mteb_results
+
     vdir = variant_dir(p.recipe, p.variant, p.results_root)
     atomic.write_text(vdir / "config.yaml", yaml.safe_dump({
         "recipe": p.recipe.name, "variant": p.variant.name, "variant_hash": p.variant.hash,
@@ -186,6 +202,7 @@ def publish(p: RunPlan) -> None:
     atomic.write_json(out / "scores.json", {"model_name": p.model_name, "seed": p.seed, "tasks": scores})
     units = pd.concat([pd.read_parquet(s.dir / "units.parquet") for s in p.evals.values()], ignore_index=True)
     atomic.write_parquet(out / "units.parquet", units)
+    publish_mteb_results(p.evals, out / "mteb")
     atomic.write_json(out / "run.json", {
         "stages": {"data": p.data.hash, "train": p.train.hash, **{f"eval:{t}": s.hash for t, s in p.evals.items()}},
         "checkpoint": str(p.train.dir / "model"),

@@ -16,6 +16,9 @@ from harness.hashing import content_hash
 from harness.paths import cache_root
 
 STAGE_VERSION = 1  # bump when a stage's output format or semantics change
+# Per-kind versions (absent = 1), so one stage's new format does not invalidate the others' caches.
+# eval 2: the stage also keeps mteb's TaskResult JSON (mteb.json) and ModelMeta (model_meta.json).
+KIND_VERSIONS = {"eval": 2}
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,9 @@ class Stage:
     hash: str = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hash", content_hash({"stage": self.kind, "v": STAGE_VERSION, **self.key}))
+        kind_version = {"kind_v": KIND_VERSIONS[self.kind]} if self.kind in KIND_VERSIONS else {}
+        object.__setattr__(self, "hash", content_hash({"stage": self.kind, "v": STAGE_VERSION, **kind_version,
+                                                       **self.key}))
 
     @property
     def dir(self) -> Path:

@@ -35,7 +35,7 @@ def slug(spec: str) -> str:
 
 def evaluate_baseline(spec: str, model: ModelConfig, eval_config: EvalConfig, results_root: Path, *,
                       log: Any = print, show_progress: bool = True) -> Path:
-    from harness.evaluate.cached import run_cached_eval
+    from harness.evaluate.cached import publish_mteb_results, run_cached_eval
     from harness.evaluate.resolve import resolve_tasks
 
     is_random = spec in RANDOM_ALIASES
@@ -58,7 +58,7 @@ def evaluate_baseline(spec: str, model: ModelConfig, eval_config: EvalConfig, re
         return HarnessEncoder(Embedder.from_config(model), name=f"harness-baseline/{slug(spec)}", revision=model_hash,
                               batch_size=eval_config.batch_size, show_progress=show_progress, bf16=eval_config.bf16)
 
-    run_cached_eval(make_encoder, tasks, stages, log)
+    run_cached_eval(make_encoder, tasks, stages, log, show_progress=show_progress)
     name = "random-encoder" if is_random else slug(spec)
     out = results_root / BASELINES / name
     atomic.write_text(out / "config.yaml", yaml.safe_dump({
@@ -70,4 +70,5 @@ def evaluate_baseline(spec: str, model: ModelConfig, eval_config: EvalConfig, re
     atomic.write_json(out / "seed-0" / "scores.json", {"model_name": spec, "seed": 0, "tasks": scores})
     frames = [pd.read_parquet(s.dir / "units.parquet") for s in stages.values()]
     atomic.write_parquet(out / "seed-0" / "units.parquet", pd.concat(frames, ignore_index=True))
+    publish_mteb_results(stages, out / "seed-0" / "mteb")
     return out

@@ -33,22 +33,30 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)  # validated before anything is built or written
     from harness.pipeline import plan, run_plans, task_revisions
 
+    if args.eval_shards < 1 or (args.eval_shards > 1 and args.executor == "local"):
+        raise HarnessError(f"--eval-shards {args.eval_shards}: allowed is a count >= 1, and shards > 1 need "
+                           f"--executor slurm or submitit-local (local evaluates every task in this process)")
     results_root = Path(args.results)
     tasks = task_revisions(recipe)
     plans = plan(recipe, results_root, tasks)
     if args.dry_run:
         print(dry_run_text(recipe, plans))
+        if args.eval_shards > 1:
+            from harness.evaluate.shards import shards_text
+
+            print(shards_text(plans, tasks, args.eval_shards))
         print(tasks_text(tasks))
         return 0
     print(f"recipe {recipe.name}: {len(recipe.variants)} variants x {len(recipe.seeds)} seed(s) = {len(plans)} runs")
     if args.executor == "local":
         run_plans(plans, tasks, show_progress=not args.no_progress)
     else:
-        from harness.executors import SlurmOptions, submit_all
+        from harness.executors import SlurmOptions, submit_runs
         from harness.paths import cache_root
 
-        submit_all(plans, executor=args.executor, folder=cache_root() / "submitit" / recipe.name,
-                   slurm=SlurmOptions(partition=args.slurm_partition, time_minutes=args.slurm_time))
+        submit_runs(plans, tasks, executor=args.executor, folder=cache_root() / "submitit" / recipe.name,
+                    slurm=SlurmOptions(partition=args.slurm_partition, time_minutes=args.slurm_time),
+                    eval_shards=args.eval_shards)
     from harness.report.leaderboard import write_leaderboard
     from harness.report.report import write_report
     from harness.report.results import load_scores
@@ -226,8 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", help="recipe YAML file, e.g. recipes/quickstart.yaml")
     p.add_argument("--dry-run", action="store_true", help="list variants, hashes, overrides and cache state; run nothing")
     p.add_argument("--executor", default="local", choices=["local", "slurm", "submitit-local"],
-                   help="local: runs one after another here (default); slurm: one SLURM job per run via submitit "
-                        "(GPUs per job = train.nproc); submitit-local: the same jobs as local processes")
+                   help="local: runs one after another here (default); slurm: per run, a training job via "
+                        "submitit (GPUs = train.nproc), then its evaluation job(s) (1 GPU each); submitit-local: "
+                        "the same jobs as local processes")
+    p.add_argument("--eval-shards", type=int, default=1, metavar="N",
+                   help="with an executor: evaluate each run as N jobs (task shards balanced by task size), "
+                        "each started once the run's training job is done (default 1)")
     p.add_argument("--slurm-partition", help="SLURM partition (with --executor slurm)")
     p.add_argument("--slurm-time", type=int, default=24 * 60, help="job time limit in minutes (default 1440)")
     _output_args(p)

@@ -5,7 +5,8 @@ Same encoder (loaded once), same tasks, run alternately in this process:
              was), then every task's eval stage (scores.json + units.parquet) written at the end;
   per-task : today's `run_cached_eval` — one `mteb.evaluate` per task, each task's stage (scores,
              units, mteb's TaskResult JSON and model meta) committed atomically as soon as it is done.
-Prints each repeat's wall time, the medians and the ratio per-task / one-call.
+Prints each repeat's wall and CPU time, the medians and the ratio per-task / one-call, and the fixed
+cost of one whole per-task step on a 3-query task (an upper bound of what per-task commits add per task).
     python bench/bench_eval_commit.py [--backbone minilm] [--repeats 3] [--tasks A B ...]
 """
 
@@ -61,6 +62,32 @@ def per_task(encoder: object, tasks: dict[str, object], root: Path) -> None:
     assert all(s.done() for s in stages.values())
 
 
+def fixed_cost(encoder: object, repeats: int) -> float:
+    """Median seconds of one whole per-task step (mteb.evaluate + units + commit of all four files) on
+    a 3-query task: an upper bound of what committing task by task adds per task."""
+    from harness.evaluate.tasks import get_task
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-tiny-task-"))
+    files = {
+        "task.yaml": "name: BenchTinyColumns\nkind: column\n",
+        "tables/a.csv": "county_name,population,state\nAutauga,55869,AL\nBaldwin,223234,AL\n",
+        "tables/b.csv": "County,Pop. 2020,State code\nAutauga,58805,AL\nBaldwin,231767,AL\n",
+        "queries.csv": "query_id,table,column\nq1,a.csv,county_name\nq2,a.csv,population\nq3,a.csv,state\n",
+        "matches.csv": "query_id,candidate_id\nq1,b.csv:County\nq2,b.csv:Pop. 2020\nq3,b.csv:State code\n",
+    }
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text, encoding="utf-8")
+    task = get_task(str(folder))
+    times = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="bench-eval-") as root:
+            started = time.perf_counter()
+            per_task(encoder, {"BenchTinyColumns": task}, Path(root))
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="minilm", help="embedded backbone (default minilm, as the quickstart)")
@@ -82,17 +109,25 @@ def main() -> None:
     print(f"cpu capability: {torch.backends.cpu.get_cpu_capability()}, threads: {torch.get_num_threads()}, "
           f"backbone {args.backbone}, tasks: {', '.join(tasks)}")
     per_task(encoder, tasks, Path(tempfile.mkdtemp(prefix="bench-warm-")))  # warm-up: lazy imports, caches
-    times: dict[str, list[float]] = {"one-call": [], "per-task": []}
+    # CPU time of this process (all its threads) beside wall time: on a machine shared with other
+    # work, wall time mostly measures the neighbours; CPU time measures the work done here.
+    wall: dict[str, list[float]] = {"one-call": [], "per-task": []}
+    cpu: dict[str, list[float]] = {"one-call": [], "per-task": []}
     for repeat in range(args.repeats):
-        for label, run in (("one-call", one_call), ("per-task", per_task)):
+        order = (("one-call", one_call), ("per-task", per_task))
+        for label, run in order if repeat % 2 == 0 else order[::-1]:  # alternate who goes first
             with tempfile.TemporaryDirectory(prefix="bench-eval-") as root:
-                started = time.perf_counter()
+                started, started_cpu = time.perf_counter(), time.process_time()
                 run(encoder, tasks, Path(root))
-                times[label].append(time.perf_counter() - started)
-            print(f"  repeat {repeat + 1}: {label:8s} {times[label][-1]:7.2f} s")
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"median: one-call {med['one-call']:.2f} s, per-task {med['per-task']:.2f} s, "
-          f"per-task / one-call = {med['per-task'] / med['one-call']:.3f}")
+                wall[label].append(time.perf_counter() - started)
+                cpu[label].append(time.process_time() - started_cpu)
+            print(f"  repeat {repeat + 1}: {label:8s} wall {wall[label][-1]:7.2f} s, cpu {cpu[label][-1]:7.2f} s")
+    tiny = fixed_cost(encoder, 10)
+    print(f"fixed cost of one per-task step (3-query task, median of 10): {tiny * 1000:.0f} ms")
+    for name, times in (("wall", wall), ("cpu", cpu)):
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"median {name}: one-call {med['one-call']:.2f} s, per-task {med['per-task']:.2f} s, "
+              f"per-task / one-call = {med['per-task'] / med['one-call']:.3f}")
 
 
 if __name__ == "__main__":

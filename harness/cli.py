@@ -34,6 +34,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from harness import preflight
     from harness.paths import cache_root
 
+    if args.eval_shards < 1 or (args.eval_shards > 1 and args.executor == "local"):
+        raise HarnessError(f"--eval-shards {args.eval_shards}: allowed is a count >= 1, and shards > 1 need "
+                           f"--executor slurm or submitit-local (local evaluates every task in this process)")
     results_root = Path(args.results)
     checked = preflight.check_recipe(recipe)  # every file and folder it names exists
     preflight.check_writable(results_root, "results root")
@@ -46,6 +49,10 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     plans = plan(recipe, results_root, tasks)
     if args.dry_run:
         print(dry_run_text(recipe, plans))
+        if args.eval_shards > 1:
+            from harness.evaluate.shards import shards_text
+
+            print(shards_text(plans, tasks, args.eval_shards))
         print(tasks_text(tasks))
         print(f"\nchecked: {checked} model / path / task value(s) exist or are valid Hub ids; "
               f"results root, cache{'' if args.no_leaderboard else ' and leaderboard'} writable")
@@ -55,10 +62,11 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     if args.executor == "local":
         run_plans(plans, tasks, show_progress=not args.no_progress)
     else:
-        from harness.executors import SlurmOptions, submit_all
+        from harness.executors import SlurmOptions, submit_runs
 
-        submit_all(plans, executor=args.executor, folder=cache_root() / "submitit" / recipe.name,
-                   slurm=SlurmOptions(partition=args.slurm_partition, time_minutes=args.slurm_time))
+        submit_runs(plans, tasks, executor=args.executor, folder=cache_root() / "submitit" / recipe.name,
+                    slurm=SlurmOptions(partition=args.slurm_partition, time_minutes=args.slurm_time),
+                    eval_shards=args.eval_shards)
     from harness.report.leaderboard import write_leaderboard
     from harness.report.report import write_report
     from harness.report.results import load_scores
@@ -270,6 +278,16 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_mteb(args: argparse.Namespace) -> int:
+    from harness.export.mteb import export_results
+
+    out = Path(args.out)
+    print(f"exporting {args.results_dir} in mteb's results layout to {out / 'results'}")
+    done = export_results(Path(args.results_dir), out)
+    print(f"{len(done)} run(s) exported; load them with mteb.ResultCache({str(out)!r}).load_results()")
+    return 0
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from harness.evaluate.tasks import REGISTRY
 
@@ -302,8 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", help="recipe YAML file, e.g. recipes/quickstart.yaml")
     p.add_argument("--dry-run", action="store_true", help="list variants, hashes, overrides and cache state; run nothing")
     p.add_argument("--executor", default="local", choices=["local", "slurm", "submitit-local"],
-                   help="local: runs one after another here (default); slurm: one SLURM job per run via submitit "
-                        "(GPUs per job = train.nproc); submitit-local: the same jobs as local processes")
+                   help="local: runs one after another here (default); slurm: per run, a training job via "
+                        "submitit (GPUs = train.nproc), then its evaluation job(s) (1 GPU each); submitit-local: "
+                        "the same jobs as local processes")
+    p.add_argument("--eval-shards", type=int, default=1, metavar="N",
+                   help="with an executor: evaluate each run as N jobs (task shards balanced by task size), "
+                        "each started once the run's training job is done (default 1)")
     p.add_argument("--slurm-partition", help="SLURM partition (with --executor slurm)")
     p.add_argument("--slurm-time", type=int, default=24 * 60, help="job time limit in minutes (default 1440)")
     _output_args(p)
@@ -391,6 +413,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=str(results_root()), help="results root")
     p.add_argument("--out", default="leaderboard.md", help="output file (default: leaderboard.md)")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("export", help="write results in other tools' formats (mteb)",
+                       description="Export results. `export mteb` writes every (variant, seed) in mteb's results "
+                                   "layout, which mteb.ResultCache loads.")
+    export_sub = p.add_subparsers(dest="export_format", required=True, metavar="FORMAT")
+    q = export_sub.add_parser("mteb", help="mteb's results layout: results/<model>/<revision>/<Task>.json",
+                              description="Write each (variant, seed) under RESULTS_DIR as DIR/results/<model name>/"
+                                          "<revision>/<Task>.json + model_meta.json, so mteb.ResultCache(DIR) loads "
+                                          "it beside published models' results. Model name = harness-<recipe>/"
+                                          "<variant>-seed<N>, revision = its train-stage hash.")
+    q.add_argument("results_dir", metavar="RESULTS_DIR", help="results root, a recipe's folder or one variant's")
+    q.add_argument("--out", required=True, metavar="DIR", help="an mteb ResultCache folder (created if missing)")
+    q.set_defaults(func=cmd_export_mteb)
 
     p = sub.add_parser("tasks", help="list the harness's own evaluation tasks",
                        description="List the offline evaluation tasks the harness builds from packaged data.")

@@ -1,7 +1,8 @@
 """`ablate`: expand a recipe, run every (variant, seed) through the cached stages, write results/.
 
 Runs one after another here; the stage functions are plain and idempotent, so an executor
-(torchrun, SLURM through submitit) can call the same `run_one` elsewhere.
+(torchrun, SLURM through submitit: harness/executors.py) runs the same `run_data`, `run_train` and
+`run_eval` (one task shard at a time) in its jobs, and the parent calls `publish`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import yaml
 
 from harness import atomic
 from harness.config import VariantConfig
+from harness.errors import HarnessError
 from harness.recipe import Recipe, Variant
 from harness.stages import Stage, compute_once, data_stage, eval_stage, train_stage
 
@@ -108,20 +111,23 @@ def check_external_teachers(plans: list[RunPlan]) -> None:
                                    f"yet; train it first with: {target.command()}")
 
 
+def teacher_runs(p: RunPlan) -> list[tuple[str, int]]:
+    """The (variant, seed) runs of p's own recipe whose trained model p uses (as teacher or backbone)."""
+    from harness.references import resolve
+
+    deps = []
+    for spec in trained_dependencies(p.config):
+        target = resolve(spec)
+        if target.recipe.path.resolve() == p.recipe.path.resolve():
+            deps.append((target.variant.name, target.ref.seed))
+    return deps
+
+
 def order_by_teachers(plans: list[RunPlan]) -> list[RunPlan]:
     """Runs whose teacher (or backbone) is another run of the same recipe go after that run, so
     `ablate` trains the teacher first; otherwise the recipe's order is kept."""
-    from harness.references import resolve
-
     by_key = {(p.variant.name, p.seed): p for p in plans}
-    needs: dict[tuple[str, int], list[tuple[str, int]]] = {}
-    for p in plans:
-        deps = []
-        for spec in trained_dependencies(p.config):
-            target = resolve(spec)
-            if target.recipe.path.resolve() == p.recipe.path.resolve():
-                deps.append((target.variant.name, target.ref.seed))
-        needs[(p.variant.name, p.seed)] = deps
+    needs = {(p.variant.name, p.seed): teacher_runs(p) for p in plans}
     ordered: list[RunPlan] = []
     placed: set[tuple[str, int]] = set()
 
@@ -202,8 +208,18 @@ def run_train(p: RunPlan, log: Any, show_progress: bool) -> None:
         f"{summary['train_seconds']} s{resumed}")
 
 
-def run_eval(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any, show_progress: bool) -> None:
+def run_eval(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any, show_progress: bool,
+             only: Collection[str] | None = None) -> None:
+    """Evaluate the run's tasks that are not cached yet; `only` restricts it to some (one task shard)."""
     from harness.evaluate.cached import run_cached_eval
+
+    names = list(p.evals) if only is None else [t for t in p.evals if t in set(only)]
+    unknown = sorted(set(only or ()) - set(p.evals))
+    if unknown:
+        raise HarnessError(f"{p.recipe.path}: variant {p.variant.name!r} does not evaluate {', '.join(unknown)}")
+    if not p.train.done() and any(not p.evals[t].done() for t in names):
+        raise HarnessError(f"{p.variant.name} (seed {p.seed}): its train stage {p.train.hash} is not in "
+                           f"{p.train.dir.parent}; train it first (run the same ablate command)")
 
     def make_encoder() -> Any:
         from harness.evaluate.encoder import build_encoder
@@ -213,7 +229,8 @@ def run_eval(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any, show_progr
         return build_encoder(embedder, p.config.eval, name=p.model_name, revision=p.train.hash,
                              show_progress=show_progress, log=log)
 
-    run_cached_eval(make_encoder, {t: tasks[t][0] for t in p.evals}, p.evals, log)
+    run_cached_eval(make_encoder, {t: tasks[t][0] for t in names}, {t: p.evals[t] for t in names}, log,
+                    show_progress=show_progress)
 
 
 def _versions() -> dict[str, str]:
@@ -236,6 +253,7 @@ def publish(p: RunPlan, log: Any = print) -> None:
 
     from harness.budget import instruction_budget
     from harness.data.table import open_table
+    from harness.evaluate.cached import publish_mteb_results
 
     vdir = variant_dir(p.recipe, p.variant, p.results_root)
     atomic.write_text(vdir / "config.yaml", yaml.safe_dump({
@@ -256,6 +274,7 @@ def publish(p: RunPlan, log: Any = print) -> None:
     atomic.write_json(out / "scores.json", {"model_name": p.model_name, "seed": p.seed, "tasks": scores})
     units = pd.concat([pd.read_parquet(s.dir / "units.parquet") for s in p.evals.values()], ignore_index=True)
     atomic.write_parquet(out / "units.parquet", units)
+    publish_mteb_results(p.evals, out / "mteb")
     summary = json.loads((p.train.dir / "summary.json").read_text(encoding="utf-8"))
     atomic.write_json(out / "run.json", {
         "stages": {"data": p.data.hash, "train": p.train.hash, **{f"eval:{t}": s.hash for t, s in p.evals.items()}},

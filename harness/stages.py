@@ -32,8 +32,9 @@ STAGE_VERSIONS: dict[str, int] = {
     "contamination": 1,
     # 2: float32 master weights, precision in the key, backbone folders keyed by content
     "train": 2,
-    # 2: precision in the key
-    "eval": 2,
+    # 2: precision in the key; 3: the stage also keeps mteb's TaskResult JSON (mteb.json) and ModelMeta
+    # (model_meta.json)
+    "eval": 3,
 }
 
 

@@ -28,3 +28,18 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def tiny_column_task(folder: Path, name: str) -> Path:
+    """A tiny user task in docs/table-matching.md's folder format (3 columns to match; evaluates in
+    well under a second): for tests that need several real tasks but not their cost."""
+    write(folder / "task.yaml", f"name: {name}\nkind: column\n")
+    write(folder / "tables" / "cius_2019.csv",
+          "county_name,population,state\nAutauga,55869,AL\nBaldwin,223234,AL\nBarbour,24686,AL\n")
+    write(folder / "tables" / "saus" / "2020.csv",
+          "County,Pop. 2020,State code\nAutauga,58805,AL\nBaldwin,231767,AL\nBibb,22293,AL\n")
+    write(folder / "queries.csv", "query_id,table,column\nq1,cius_2019.csv,county_name\n"
+                                  "q2,cius_2019.csv,population\nq3,cius_2019.csv,state\n")
+    write(folder / "matches.csv", "query_id,candidate_id\nq1,saus/2020.csv:County\n"
+                                  "q2,saus/2020.csv:Pop. 2020\nq3,saus/2020.csv:State code\n")
+    return folder

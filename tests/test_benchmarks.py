@@ -302,3 +302,50 @@ def test_user_table_matching_folder_plugs_in_by_path(tmp_path: Path, fresh_cache
     units = pd.read_parquet(tmp_path / "results" / "baselines" / "minilm" / "seed-0" / "units.parquet")
     assert sorted(units["unit"].unique()) == ["q1", "q2", "q3"]  # a unit is a query
     assert set(units["task"]) == {"TinyCountyColumns"} and "recall_at_10" in set(units["metric"])
+
+
+# ----------------------------------------------------------------------------- Hub mirrors
+
+
+def _probe_in_a_fresh_process(endpoint: str) -> tuple[str, bool]:
+    """hub_reachable() as a user's process sees it: HF_ENDPOINT set before huggingface_hub is imported."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in {"HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"}}
+    code = ("from harness.evaluate.benchmarks import hub_endpoint, hub_reachable; "
+            "print(hub_endpoint()); print(hub_reachable(timeout=5))")
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "HF_ENDPOINT": endpoint}, cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout.split()
+    return out[0], out[1] == "True"
+
+
+def test_hub_probe_uses_the_configured_endpoint() -> None:
+    import http.server
+    import threading
+
+    requests: list[str] = []
+
+    class Mirror(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+            requests.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Mirror)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        mirror = f"http://127.0.0.1:{server.server_address[1]}"
+        assert _probe_in_a_fresh_process(mirror) == (mirror, True)
+        assert requests == ["/"]  # the probe went to the mirror, not to huggingface.co
+    finally:
+        server.shutdown()
+        server.server_close()
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{unused.getsockname()[1]}"
+    assert _probe_in_a_fresh_process(dead) == (dead, False)

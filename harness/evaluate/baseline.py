@@ -37,7 +37,7 @@ def slug(spec: str) -> str:
 def evaluate_baseline(spec: str, model: ModelConfig, eval_config: EvalConfig, results_root: Path, *,
                       log: Any = print, show_progress: bool = True) -> Path:
     from harness.devices import resolve_device, resolve_precision
-    from harness.evaluate.cached import run_cached_eval
+    from harness.evaluate.cached import publish_mteb_results, run_cached_eval
     from harness.evaluate.resolve import resolve_tasks
 
     is_random = spec in RANDOM_ALIASES
@@ -62,7 +62,7 @@ def evaluate_baseline(spec: str, model: ModelConfig, eval_config: EvalConfig, re
         return build_encoder(Embedder.from_config(model), eval_config, name=f"harness-baseline/{slug(spec)}",
                              revision=model_hash, show_progress=show_progress, log=log)
 
-    run_cached_eval(make_encoder, tasks, stages, log)
+    run_cached_eval(make_encoder, tasks, stages, log, show_progress=show_progress)
     name = "random-encoder" if is_random else slug(spec)
     out = results_root / BASELINES / name
     atomic.write_text(out / "config.yaml", yaml.safe_dump({
@@ -74,4 +74,5 @@ def evaluate_baseline(spec: str, model: ModelConfig, eval_config: EvalConfig, re
     atomic.write_json(out / "seed-0" / "scores.json", {"model_name": spec, "seed": 0, "tasks": scores})
     frames = [pd.read_parquet(s.dir / "units.parquet") for s in stages.values()]
     atomic.write_parquet(out / "seed-0" / "units.parquet", pd.concat(frames, ignore_index=True))
+    publish_mteb_results(stages, out / "seed-0" / "mteb")
     return out

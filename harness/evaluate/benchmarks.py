@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import socket
 from functools import lru_cache
 from typing import Any
 
@@ -78,15 +77,26 @@ def describe_task(task: Any) -> tuple[str, str, str]:
     return meta.name, meta.type, shown
 
 
+def hub_endpoint() -> str:
+    """The Hub the clients talk to: `HF_ENDPOINT` (a mirror), read by huggingface_hub at import."""
+    import huggingface_hub.constants
+
+    return str(huggingface_hub.constants.ENDPOINT).rstrip("/")
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """One TCP probe, so an unreachable Hub fails in seconds instead of a 70-second retry loop."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
+    """One HEAD request to the configured endpoint, so an unreachable Hub fails in seconds instead
+    of a 70-second retry loop, and a mirror (`HF_ENDPOINT`) is probed instead of huggingface.co.
+    Through huggingface_hub's own session, so its proxy and certificate settings apply too."""
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}:  # huggingface_hub's reading
         return False
+    import huggingface_hub
+
     try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return True
-    except OSError:
+        huggingface_hub.get_session().head(hub_endpoint(), timeout=timeout)
+    except Exception:  # noqa: BLE001 - any transport failure (refused, DNS, TLS, timeout) means unreachable
         return False
+    return True  # any HTTP answer, even 404, means the host is there
 
 
 def require_hub_data(task: Any) -> None:
@@ -108,5 +118,5 @@ def require_hub_data(task: Any) -> None:
         path = task.metadata.dataset.get("path")
         raise HarnessError(
             f"task {task.metadata.name}: its dataset {path!r} is not available offline (the Hugging Face Hub "
-            f"is unreachable and it is not in the local cache): {type(exc).__name__}"
+            f"at {hub_endpoint()} is unreachable and it is not in the local cache): {type(exc).__name__}"
         ) from None

@@ -1,19 +1,38 @@
-"""Run mteb on one model and a list of tasks; return aggregate and per-unit scores."""
+"""Run mteb on one model and one task; return what that task's eval stage stores.
+
+One task per `mteb.evaluate` call, so the caller can commit each task as soon as it is done
+(a job killed at task 120 of 131 keeps 119). mteb writes no cache of its own here (`cache=None`):
+its TaskResult JSON and model meta are kept in the eval stage instead, where concurrent task
+shards never write the same file and `harness export mteb` finds them.
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from harness.atomic import scratch_dir
-from harness.evaluate.encoder import HarnessEncoder
 from harness.evaluate.units import load_predictions, units_from_predictions
-from harness.paths import cache_root
 
 # The metrics kept in scores.json besides the main score (the rest stay in mteb's own JSON).
 KEPT_METRICS = ("ndcg_at_10", "recall_at_10", "mrr_at_10", "map_at_10", "accuracy", "f1", "precision", "recall")
+# File names inside an eval stage (and in results/<recipe>/<variant>/seed-N/mteb/).
+MTEB_RESULT = "mteb.json"
+MODEL_META = "model_meta.json"
+
+
+@dataclass
+class TaskEvaluation:
+    """One task's outcome: harness scores, per-unit scores, and mteb's own files verbatim."""
+
+    scores: dict[str, Any]
+    units: pd.DataFrame
+    mteb_result: str  # TaskResult JSON exactly as `TaskResult.to_disk` writes it
+    model_meta: str  # ModelMeta JSON exactly as `ResultCache.save_to_cache` writes it
 
 
 def _task_scores(task_result: Any, main_metric: str) -> dict[str, Any]:
@@ -26,26 +45,25 @@ def _task_scores(task_result: Any, main_metric: str) -> dict[str, Any]:
     return {"main_metric": main_metric, "main_score": round(main, 6), "subsets": subsets}
 
 
-def evaluate(encoder: HarnessEncoder, tasks: list[Any]) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Evaluate with `mteb.evaluate`; results also land in mteb's ResultCache under the cache root."""
+def evaluate_task(encoder: Any, task: Any) -> TaskEvaluation:
+    """Evaluate `task` with `mteb.evaluate`; per-unit scores come from mteb's prediction file."""
     import mteb
 
-    scores: dict[str, Any] = {}
-    units: list[pd.DataFrame] = []
+    name = task.metadata.name
     with scratch_dir("harness-pred") as pred_dir:  # under the cache; a killed run's is removed next time
-        result = mteb.evaluate(
-            encoder, tasks, cache=mteb.ResultCache(cache_root() / "mteb"), overwrite_strategy="always",
-            prediction_folder=pred_dir, show_progress_bar=getattr(encoder, "show_progress", True),
-        )
-        by_name = {t.metadata.name: t for t in tasks}
-        for task_result in result.task_results:
-            task = by_name[task_result.task_name]
-            name, ttype = task.metadata.name, task.metadata.type
-            scores[name] = {"type": ttype, "revision": task.metadata.dataset["revision"],
-                            **_task_scores(task_result, task.metadata.main_score)}
-            frame, reason = units_from_predictions(task, load_predictions(Path(pred_dir), name), task_result)
-            units.append(frame)
-            if reason:
-                scores[name]["units_missing"] = reason
-    frame = pd.concat(units, ignore_index=True) if units else pd.DataFrame()
-    return scores, frame
+        result = mteb.evaluate(encoder, [task], cache=None, overwrite_strategy="always", prediction_folder=pred_dir,
+                               show_progress_bar=False)
+        if result.exceptions:  # raise_error=True makes this unreachable today; kept so a failure is never silent
+            raise RuntimeError(f"mteb failed on {name}: {result.exceptions[0].exception}")
+        (task_result,) = result.task_results
+        units, reason = units_from_predictions(task, load_predictions(Path(pred_dir), name), task_result)
+        raw = Path(pred_dir) / MTEB_RESULT
+        task_result.to_disk(raw)  # mteb's own writer: the same bytes its ResultCache would hold
+        mteb_result = raw.read_text(encoding="utf-8")
+    scores = {"type": task.metadata.type, "revision": task.metadata.dataset["revision"],
+              **_task_scores(task_result, task.metadata.main_score)}
+    if reason:
+        scores["units_missing"] = reason
+    meta = encoder.mteb_model_meta
+    return TaskEvaluation(scores=scores, units=units, mteb_result=mteb_result,
+                          model_meta=json.dumps(meta.to_dict(), default=str, indent=4))

@@ -1,0 +1,1 @@
+"""Results in other tools' formats (`python -m harness export ...`)."""

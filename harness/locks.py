@@ -10,7 +10,9 @@ artifacts are removed, so a complete cache holds only artifacts.
 
 The API is two calls:
 - `build_once(final, build)` — the one path every stage kind uses: if `final` is missing, take its
-  lock, look again, clean stale staging, build into a staging folder, rename into place;
+  lock, look again, clean stale staging, build into a staging folder, rename into place; if it is
+  there (a cache hit), still remove staging whose owner is provably dead, or a killed writer's
+  leftovers beside an artifact that someone else finished would never go;
 - `locked(*finals)` — hold the locks of several artifacts (in a fixed order: no deadlock), for
   code that computes several at once (the eval stages of one model).
 A child process that works for a lock holder (the torchrun ranks of a train stage) inherits the
@@ -128,13 +130,17 @@ def build_once(final: str | os.PathLike[str], build: Callable[[Path], None], *, 
 
     `build(tmp)` writes the artifact's files into `tmp`, a staging folder that is renamed to
     `final` on success and removed on failure — a failing build leaves nothing behind but its
-    lock file. Staging left by dead owners of `final` is removed first.
+    lock file. Staging left by dead owners of `final` is removed first — on a cache hit too, so a
+    killed writer's leftovers go whoever finished the artifact (no lock needed: only staging of a
+    provably dead owner is touched, and no live process can be using it).
     """
     final = Path(final)
     if final.exists():
+        remove_stale_staging(final)
         return False
     with locked(final, what=what, log=log):
         if final.exists():  # another process built it while we waited
+            remove_stale_staging(final, legacy=True)
             return False
         remove_stale_staging(final, legacy=True)
         with staged_dir(final) as tmp:

@@ -179,40 +179,81 @@ base:
 """
 
 
-@pytest.mark.slow
-def test_killed_staging_is_cleaned_and_two_concurrent_runs_compute_each_stage_once(
-        tmp_path: Path, fresh_cache: Path) -> None:
-    """A killed process leaves real staging in every stage kind; then the same recipe runs in two
-    processes at once on that cache (two terminals, or two jobs): both finish, each stage is
-    computed once, and every kind cleans its own stale staging."""
-    from harness.backbones.qwen_tokenizer import tokenizer_folder
-    from harness.backbones.tiny_qwen2 import INIT_SEED, TINY_QWEN2
-    from harness.data.filtering import ranking_key
-    from harness.data.mix import build_mix
-    from harness.hashing import content_hash
-    from harness.paths import scratch_root
-    from harness.pipeline import plan, task_revisions
-    from harness.recipe import load_recipe
+def test_a_cache_hit_still_removes_a_dead_writers_staging(fresh_cache: Path) -> None:
+    """Staging of a killed writer beside a finished artifact goes on the next use, not only on the
+    next build (which never comes for a shared backbone or tokenizer); a live writer's stays."""
+    final = fresh_cache / "backbones" / "done"
+    assert locks.build_once(final, lambda tmp: (tmp / "config.json").write_text("{}"))
+    live, dead = _holder([final], fresh_cache), _holder([final], fresh_cache)
+    try:
+        dead.kill()
+        dead.wait()
+        assert len(atomic.staging_owners(final)) == 2
 
-    recipe_path = write(tmp_path / "tiny.yaml", TINY)
-    recipe = load_recipe(recipe_path)
-    (p,) = plan(recipe, tmp_path / "results", task_revisions(recipe))
-    spec = p.config.data.filter
-    assert spec is not None
-    rows, _ = build_mix(p.config.data.model_copy(update={"filter": None}))  # the rows the teacher ranks
-    teacher_id = content_hash({"teacher": spec.teacher, "pooling": spec.teacher_pooling, "max_length": spec.max_length})
-    finals = {
-        "data": p.data.dir, "contamination": p.contamination.dir, "train": p.train.dir,
-        **{f"eval {t}": s.dir for t, s in p.evals.items()},
-        "rankings": fresh_cache / "rankings" / ranking_key(teacher_id, rows, spec.depth, None),
-        "backbone": fresh_cache / "backbones" / f"tiny-qwen2-{content_hash([TINY_QWEN2, INIT_SEED])}",
-        "tokenizer": tokenizer_folder(), "eval predictions": scratch_root() / "harness-pred",
-    }
-    holder = _holder(list(finals.values()), fresh_cache)
+        def never(tmp: Path) -> None:
+            raise AssertionError("a cache hit must not build")
+
+        assert not locks.build_once(final, never)
+        assert [tag.split("-")[0] for _, tag in atomic.staging_owners(final)] == [str(live.pid)]
+    finally:
+        live.kill()
+        live.wait()
+    assert not locks.build_once(final, never)
+    assert atomic.staging_owners(final) == [] and (final / "config.json").is_file()
+
+
+def _killed_staging(finals: dict[str, Path], cache: Path) -> dict[str, Path]:
+    """Real staging folders for `finals`, left by a process that was then SIGKILLed."""
+    holder = _holder(list(finals.values()), cache)
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
     stale = {kind: atomic.staging_owners(final)[0][0] for kind, final in finals.items()}
     assert all(path.is_dir() for path in stale.values())
+    return stale
+
+
+@pytest.mark.slow
+def test_killed_staging_is_cleaned_and_two_concurrent_runs_compute_each_stage_once(
+        tmp_path: Path, fresh_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A killed process leaves real staging in every stage kind; then the same recipe runs in two
+    processes at once on that cache (two terminals, or two jobs): both finish, each stage is
+    computed once, and every kind cleans its own stale staging — when it is built (planning builds
+    the backbone and its tokenizer: stage keys hold the weights' fingerprint; the runs build the
+    rest) and when it is found cached (the runs open the finished backbone; the tokenizer's next
+    user comes only after them, since a finished backbone carries its own tokenizer)."""
+    from harness.backbones import resolve_path
+    from harness.backbones.qwen_tokenizer import qwen2_tokenizer, tokenizer_folder
+    from harness.backbones.tiny_qwen2 import tiny_qwen2_path
+    from harness.data.filtering import ranking_key
+    from harness.data.mix import build_mix, teacher_embed
+    from harness.paths import scratch_root
+    from harness.pipeline import plan, task_revisions
+    from harness.recipe import load_recipe
+
+    # Machine facts (bf16 calibration, fingerprints) in tmp too: nothing read from ~/.cache, and the
+    # calibration this process makes while planning is the one both runs read (same stage keys).
+    monkeypatch.setenv("HARNESS_MACHINE_CACHE", str(tmp_path / "machine"))
+    shared = {"backbone": tiny_qwen2_path(), "tokenizer": tokenizer_folder()}
+    assert all(final.is_relative_to(fresh_cache) and not final.exists() for final in shared.values())
+    stale_before_build = _killed_staging(shared, fresh_cache)
+
+    recipe_path = write(tmp_path / "tiny.yaml", TINY)
+    recipe = load_recipe(recipe_path)
+    (p,) = plan(recipe, tmp_path / "results", task_revisions(recipe))  # builds backbone + tokenizer
+    assert Path(resolve_path("tiny-qwen2")) == shared["backbone"]
+    assert {kind for kind, path in stale_before_build.items() if path.exists()} == set()
+    spec = p.config.data.filter
+    assert spec is not None
+    rows, _ = build_mix(p.config.data.model_copy(update={"filter": None}))  # the rows the teacher ranks
+    _, teacher_id = teacher_embed(p.config.data)  # the id the data stage keys its teacher pass by
+    finals = {
+        "data": p.data.dir, "contamination": p.contamination.dir, "train": p.train.dir,
+        **{f"eval {t}": s.dir for t, s in p.evals.items()},
+        "rankings": fresh_cache / "rankings" / ranking_key(teacher_id, rows, spec.depth, None),
+        "eval predictions": scratch_root() / "harness-pred", **shared,
+    }
+    assert {kind for kind, final in finals.items() if final.exists()} == set(shared)
+    stale = _killed_staging(finals, fresh_cache)
     # an unrelated broken folder under results/ must not stop ablate from writing its results
     broken = write(tmp_path / "results" / "other" / "v" / "seed-0" / "scores.json", "{broken")
 
@@ -235,8 +276,11 @@ def test_killed_staging_is_cleaned_and_two_concurrent_runs_compute_each_stage_on
     assert json.loads(scores.read_text())["tasks"].keys() == {"HarnessCodeRetrieval", "HarnessCLDRBitextMining"}
     assert "[tiny](" in (tmp_path / "lb.md").read_text()
 
-    # every stage kind cleaned its own stale staging; no temp file or lock is left anywhere
-    assert {kind for kind, path in stale.items() if path.exists()} == set()
+    # every stage kind the runs used cleaned its own stale staging; the tokenizer's next user does
+    assert {kind for kind, path in stale.items() if path.exists()} == {"tokenizer"}
+    qwen2_tokenizer()
+    assert not stale["tokenizer"].exists()
+    # no temp file or lock is left anywhere
     assert all(final.exists() for kind, final in finals.items() if kind != "eval predictions")
     assert not list(fresh_cache.rglob("*.tmp")) and not list(fresh_cache.rglob("*.lock"))
     assert not list((tmp_path / "results").rglob("*.tmp"))

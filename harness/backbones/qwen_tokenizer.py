@@ -128,9 +128,9 @@ def qwen2_tokenizer(cache_dir: Path | None = None, padding_side: str = "right") 
     from transformers import AutoTokenizer
 
     folder = tokenizer_folder(cache_dir)
-    if not (folder / "tokenizer.json").is_file():
-        build_once(folder, lambda tmp: _convert(_tiktoken_file()).save_pretrained(tmp),
-                   what="the converted Qwen2 tokenizer")
+    # On a hit build_once only cleans a killed converter's staging (the folder appears complete).
+    build_once(folder, lambda tmp: _convert(_tiktoken_file()).save_pretrained(tmp),
+               what="the converted Qwen2 tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.padding_side = padding_side
     return tokenizer

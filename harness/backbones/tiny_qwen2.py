@@ -28,11 +28,14 @@ TINY_QWEN2 = {
 INIT_SEED = 0
 
 
+def tiny_qwen2_path(cache_dir: Path | None = None) -> Path:
+    """Where the tiny Qwen2 folder lives (built or not): keyed by its config and init seed."""
+    return (cache_dir or cache_root() / "backbones") / f"tiny-qwen2-{content_hash([TINY_QWEN2, INIT_SEED])}"
+
+
 def tiny_qwen2_folder(cache_dir: Path | None = None) -> Path:
     """Build (once) and return the folder of the seeded tiny Qwen2 model + tokenizer."""
-    folder = (cache_dir or cache_root() / "backbones") / f"tiny-qwen2-{content_hash([TINY_QWEN2, INIT_SEED])}"
-    if (folder / "config.json").is_file():
-        return folder
+    folder = tiny_qwen2_path(cache_dir)
 
     def build(tmp: Path) -> None:
         import torch
@@ -50,5 +53,7 @@ def tiny_qwen2_folder(cache_dir: Path | None = None) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
+    # Always through build_once: on a hit it only cleans a killed builder's staging (a folder
+    # exists only complete, renamed into place, so it is a hit exactly when config.json is there).
     build_once(folder, build, what="the tiny-qwen2 backbone")
     return folder

@@ -388,6 +388,7 @@ def cached_teacher_pass(
                 save_ranking(ranking, folder)
                 ranking.stats = {**ranking.stats, "cache": "miss"}
                 return ranking
+    atomic.remove_stale_staging(folder)  # a hit: a killed teacher pass's staging still goes (dead owners only)
     ranking = load_ranking(folder)
     ranking.stats = {**ranking.stats, "cache": "hit"}
     return ranking

@@ -201,8 +201,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise HarnessError(f"eval: {problem}")
     check_writable(Path(args.results), "results root")
     check_writable(cache_root(), "cache ($HARNESS_CACHE)")
-    eval_config = EvalConfig(tasks=args.tasks or [], benchmarks=args.benchmark or [], batch_size=args.batch_size,
-                             bf16=_bf16_arg(args.bf16), device=args.device)
+    eval_config = EvalConfig(tasks=args.tasks or [], benchmarks=args.benchmark or [], languages=args.languages,
+                             batch_size=args.batch_size, bf16=_bf16_arg(args.bf16), device=args.device)
     check_names(eval_config)
     model = ModelConfig(backbone=args.model, pooling=args.pooling, instructions=not args.no_instructions,
                         query_max_length=args.max_length, passage_max_length=args.max_length)
@@ -345,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model spec")
     p.add_argument("--benchmark", action="append", help='mteb benchmark name, repeatable: "MTEB(eng, v2)", AfriMTEB-Lite, …')
     p.add_argument("--tasks", nargs="+", help="harness or mteb task names")
+    p.add_argument("--languages", nargs="+", metavar="LANG",
+                   help="keep only these languages' subsets of multilingual tasks (ISO 639-3, e.g. amh hau yor), "
+                        "as a recipe's eval.languages")
     p.add_argument("--pooling", default="mean", choices=["mean", "last_token", "cls"], help="pooling (default mean)")
     p.add_argument("--no-instructions", action="store_true", help="do not prepend KaLM's query instructions")
     p.add_argument("--max-length", type=int, default=256, help="max tokens per text (default 256)")

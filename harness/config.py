@@ -298,11 +298,19 @@ class TrainConfig(_Strict):
     log_every: Int = Field(10, ge=1, le=100_000_000)
 
 
+LANGUAGE_PATTERN = r"^[a-z]{3}(-[A-Z][a-z]{3})?$"  # mteb's language codes: ISO 639-3 [+ ISO 15924 script]
+
+
 class EvalConfig(_Strict):
     tasks: list[str] = Field(default_factory=lambda: ["HarnessCodeRetrieval", "HarnessCLDRBitextMining"],
                              description="harness task names or mteb task names")
     benchmarks: list[str] = Field(default_factory=list,
                                   description='mteb benchmark names, e.g. "MTEB(Africa, v1, lite)" / AfriMTEB-Lite')
+    languages: list[Annotated[str, Field(pattern=LANGUAGE_PATTERN)]] | None = Field(
+        None, min_length=1,
+        description="keep only the subsets of multilingual tasks that include one of these languages (ISO 639-3, "
+                    "optionally with script: amh, hau, yor-Latn); monolingual tasks are kept whole; a benchmark's "
+                    "multilingual task with none of them is skipped, a named one is an error. None = all")
     batch_size: Int = Field(64, ge=1, le=MAX_BATCH)
     bf16: BF16 = Field("auto", description=BF16_HELP)
     device: str = Field("auto", pattern=DEVICE_PATTERN, description=DEVICE_HELP)

@@ -21,7 +21,7 @@ from harness import atomic
 from harness.config import VariantConfig
 from harness.errors import HarnessError
 from harness.recipe import Recipe, Variant
-from harness.stages import Stage, compute_once, data_stage, eval_stage, train_stage
+from harness.stages import Stage, compute_once, data_stage, eval_stage, sweep_stale, train_stage
 
 
 @dataclass
@@ -58,13 +58,18 @@ def variant_dir(recipe: Recipe, variant: Variant, results_root: Path) -> Path:
 
 def task_revisions(recipe: Recipe) -> dict[str, tuple[Any, str]]:
     """Resolve each task named by any variant once: (task object, data revision)."""
-    from harness.evaluate.resolve import resolve_tasks
+    from harness.errors import HarnessError
+    from harness.evaluate.resolve import eval_revision, resolve_tasks
 
-    tasks: dict[str, Any] = {}
+    tasks: dict[str, tuple[Any, str]] = {}
     for variant in recipe.variants:
         for name, task in resolve_tasks(variant.config.eval).items():
-            tasks.setdefault(name, task)
-    return {name: (task, str(task.metadata.dataset.get("revision"))) for name, task in tasks.items()}
+            seen = tasks.setdefault(name, (task, eval_revision(task)))
+            if seen[1] != eval_revision(task):
+                raise HarnessError(f"{recipe.path}: variant {variant.name!r} evaluates other subsets of {name} "
+                                   f"(eval.languages) than an earlier variant; arms are compared on the same "
+                                   f"tasks, so eval.languages must be the same in every variant")
+    return tasks
 
 
 def variant_tasks(config: VariantConfig) -> list[str]:
@@ -150,6 +155,7 @@ def order_by_teachers(plans: list[RunPlan]) -> list[RunPlan]:
 def run_data(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any, show_progress: bool = True) -> None:
     if p.data.done():
         log(f"  data   {p.data.hash}  cached")
+        sweep_stale(p.data)
     else:
         from harness.train.stage import build_data
 
@@ -160,6 +166,8 @@ def run_data(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any, show_progr
             log(f"  data   {p.data.hash}  cached")
     if not p.contamination.done():
         run_contamination(p, tasks, log)
+    else:
+        sweep_stale(p.contamination)
 
 
 def contamination_stage(data: Stage, tasks: dict[str, str]) -> Stage:
@@ -193,6 +201,7 @@ def run_contamination(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any) -
 def run_train(p: RunPlan, log: Any, show_progress: bool) -> None:
     if p.train.done():
         log(f"  train  {p.train.hash}  cached")
+        sweep_stale(p.train)
         return
     from harness.train.stage import launch_torchrun, run_train_stage
 

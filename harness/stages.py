@@ -113,3 +113,11 @@ def compute_once(stage: Stage, build: Callable[[Path], None]) -> bool:
     from harness.locks import build_once
 
     return build_once(stage.dir, build, what=f"{stage.kind} stage {stage.hash}")
+
+
+def sweep_stale(stage: Stage) -> None:
+    """On a cache hit, remove staging that dead writers of `stage` left next to it (a job killed on
+    another host, an old version's run). No lock is needed: only provably dead owners' folders go."""
+    from harness.atomic import remove_stale_staging
+
+    remove_stale_staging(stage.dir)

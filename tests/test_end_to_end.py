@@ -146,3 +146,29 @@ def test_bad_recipe_stops_before_any_work(tmp_path: Path, fresh_cache: Path, cap
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "base.train.steps" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists() and not (tmp_path / "lb.md").exists() and not fresh_cache.exists()
+
+
+def test_committed_quickstart_shows_the_mission() -> None:
+    """The committed results are the current quickstart recipe's (every variant's hash matches a
+    plan of recipes/quickstart.yaml), and leaderboard.md carries every offline task family —
+    code retrieval, CLDR bitext, tuple matching, column matching — so the across-task test has 4."""
+    import yaml
+
+    from harness.recipe import load_recipe
+
+    from .conftest import REPO
+
+    recipe = load_recipe(REPO / "recipes" / "quickstart.yaml")
+    for variant in recipe.variants:
+        committed = yaml.safe_load((REPO / "results" / "quickstart" / variant.name / "config.yaml").read_text())
+        assert committed["variant_hash"] == variant.hash, f"{variant.name}: regenerate with the ablate command"
+        for seed in recipe.seeds:
+            scores = json.loads((REPO / "results" / "quickstart" / variant.name / f"seed-{seed}" / "scores.json")
+                                .read_text())
+            assert len(scores["tasks"]) == 4
+    header = next(line for line in (REPO / "leaderboard.md").read_text().splitlines() if line.startswith("| #"))
+    for column in ("HarnessCodeRetrieval (ndcg_at_10)", "HarnessCLDRBitextMining (f1)",
+                   "HarnessFEBRLTupleMatching (recall_at_10)", "HarnessValentineColumnMatching (recall_at_10)"):
+        assert column in header
+    report = (REPO / "results" / "quickstart" / "report.md").read_text()
+    assert "4 of 4 tasks" in report

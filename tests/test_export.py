@@ -13,7 +13,8 @@ from harness.report.results import load_scores
 
 from .conftest import REPO
 
-TASKS = ["HarnessCLDRBitextMining", "HarnessCodeRetrieval"]
+TASKS = ["HarnessCLDRBitextMining", "HarnessCodeRetrieval", "HarnessFEBRLTupleMatching",
+         "HarnessValentineColumnMatching"]
 
 
 def _leaderboard_rows() -> dict[tuple[str, str], list[str]]:
@@ -40,7 +41,10 @@ def test_result_cache_loads_every_run(exported: Path) -> None:
 
     results = mteb.ResultCache(exported).load_results(include_remote=False)
     names = {m.model_name: m for m in results}
-    assert len(names) == 4 * 2 + 2  # 4 quickstart variants x 2 seeds, 2 baselines
+    from harness.recipe import load_recipe
+
+    recipe = load_recipe(REPO / "recipes" / "quickstart.yaml")
+    assert len(names) == len(recipe.variants) * len(recipe.seeds) + 2  # every quickstart run, 2 baselines
     assert "harness-quickstart/base-seed0" in names and "mteb/baseline-random-encoder" in names
     assert names["mteb/baseline-random-encoder"].model_revision == "2"  # mteb's own registry entry
     for model in results:
@@ -56,7 +60,10 @@ def test_mteb_tables_reproduce_the_leaderboard(exported: Path) -> None:
     from harness.export.mteb import benchmark_for
 
     results = mteb.ResultCache(exported).load_results(include_remote=False)
-    bench = benchmark_for(TASKS, name="quickstart")
+    from harness.recipe import load_recipe
+
+    languages = load_recipe(REPO / "recipes" / "quickstart.yaml").base.eval.languages
+    bench = benchmark_for(TASKS, name="quickstart", languages=languages)
     scores = bench.get_score(results)  # mteb's Mean(Task) and Borda rank per model
     per_task = results.to_dataframe().set_index("task_name")  # mteb's per-task table, one column per model
 

@@ -7,6 +7,7 @@ disjoint, deterministic splits, a unique gold per query, and sizes large enough 
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 
 import pytest
 
@@ -111,6 +112,25 @@ def test_stdlib_is_deterministic(code_splits: dict[str, list[CodePair]]) -> None
     stdlib_code.all_stdlib_code_pairs.cache_clear()
     assert stdlib_code_pairs("test") == code_splits["test"]
     assert stdlib_code_pairs("train") == code_splits["train"]
+
+
+def test_stdlib_disk_cache_gives_the_parse_and_survives_a_corrupt_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sysconfig
+
+    monkeypatch.setenv("HARNESS_MACHINE_CACHE", str(tmp_path))
+    root = Path(sysconfig.get_paths()["stdlib"])
+    parsed = stdlib_code._parse_library(root, stdlib_code._library_files(root))
+    stdlib_code.all_stdlib_code_pairs.cache_clear()
+    assert stdlib_code.all_stdlib_code_pairs() == parsed  # parsed, then stored
+    (stored,) = (tmp_path / "stdlib-code").glob("*.json")
+    stdlib_code.all_stdlib_code_pairs.cache_clear()
+    assert stdlib_code.all_stdlib_code_pairs() == parsed  # read back from disk
+    stored.write_text("{not json")
+    stdlib_code.all_stdlib_code_pairs.cache_clear()
+    assert stdlib_code.all_stdlib_code_pairs() == parsed  # a corrupt file is parsed again, and replaced
+    assert stored.read_text().startswith("[")
+    stdlib_code.all_stdlib_code_pairs.cache_clear()
 
 
 def test_stdlib_unknown_split() -> None:

@@ -7,12 +7,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.cli import main
 
 from .conftest import REPO, write
 
-KEEP = ("base", "cldr-bitext.weight=0")
+KEEP = ("base", "hard_negatives=0")
+ARM = KEEP[1]
 
 
 def _results(tmp_path: Path) -> Path:
@@ -49,7 +51,7 @@ def test_leaderboard_skips_and_lists_what_it_cannot_read(tmp_path: Path, capsys:
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
     expected = [
-        f"{root / 'backup'}: 4 run folder(s) nested below <recipe>/<variant>/seed-N/ (a copy of results?); "
+        f"{root / 'backup'}: 2 run folder(s) nested below <recipe>/<variant>/seed-N/ (a copy of results?); "
         "move them to their own results root to compare them",
         f"{root / 'baselines' / 'minilm-old' / 'seed-0' / 'scores.json'}: not valid JSON (Expecting property name "
         "enclosed in double quotes at line 1, column 2)",
@@ -75,25 +77,28 @@ def test_leaderboard_skips_and_lists_what_it_cannot_read(tmp_path: Path, capsys:
 def test_report_survives_broken_files_and_stale_duplicates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = _results(tmp_path)
     quick = root / "quickstart"
-    shutil.copytree(quick / "cldr-bitext.weight=0", quick / "cldr-bitext.weight=0.0")  # same config, stale name
-    (quick / "base" / "seed-1" / "units.parquet").write_bytes(b"PAR1 truncated")
-    write(quick / "cldr-bitext.weight=0.0" / "seed-1" / "scores.json", "")
+    stale = "hard_negatives=0.0"
+    shutil.copytree(quick / ARM, quick / stale)  # same config, stale name
+    (quick / "base" / "seed-0" / "units.parquet").write_bytes(b"PAR1 truncated")
+    shutil.copytree(quick / stale / "seed-0", quick / stale / "seed-1")
+    write(quick / stale / "seed-1" / "scores.json", "")
     shutil.copytree(quick / "base" / "seed-0", quick / "base" / "seed-x")
+    arm_hash = yaml.safe_load((quick / ARM / "config.yaml").read_text())["variant_hash"]
 
     assert main(["report", str(quick)]) == 0
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
     assert captured.err.splitlines() == [
         f"report: skipped {quick / 'base' / 'seed-x'}: folder name is not seed-<integer>",
-        f"report: skipped {quick / 'cldr-bitext.weight=0.0' / 'seed-1' / 'scores.json'}: not valid JSON "
+        f"report: skipped {quick / stale / 'seed-1' / 'scores.json'}: not valid JSON "
         "(Expecting value at line 1, column 1)",
-        f"report: skipped {quick / 'base' / 'seed-1' / 'units.parquet'}: not a readable parquet file (ArrowInvalid)",
-        "report: warning: variants 'cldr-bitext.weight=0', 'cldr-bitext.weight=0.0' have the same config (variant "
-        "hash d30abd8eb417); all but one are probably left over from an earlier version of the recipe",
+        f"report: skipped {quick / 'base' / 'seed-0' / 'units.parquet'}: not a readable parquet file (ArrowInvalid)",
+        f"report: warning: variants '{ARM}', '{stale}' have the same config (variant "
+        f"hash {arm_hash}); all but one are probably left over from an earlier version of the recipe",
     ]
     report = (quick / "report.md").read_text()
     assert "## Warnings" in report and "## Skipped result files" in report
-    assert "- `base/seed-1/units.parquet`: not a readable parquet file (ArrowInvalid)" in report
+    assert "- `base/seed-0/units.parquet`: not a readable parquet file (ArrowInvalid)" in report
     # both copies keep their own point in the axis plot instead of breaking it
-    assert (quick / "plots" / "axis_data.sources.cldr-bitext.weight.png").is_file()
-    assert "| cldr-bitext.weight=0.0 " in report
+    assert (quick / "plots" / "axis_data.hard_negatives.png").is_file()
+    assert f"| {stale} " in report

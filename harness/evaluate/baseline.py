@@ -38,7 +38,7 @@ def evaluate_baseline(spec: str, model: ModelConfig, eval_config: EvalConfig, re
                       log: Any = print, show_progress: bool = True) -> Path:
     from harness.devices import resolve_device, resolve_precision
     from harness.evaluate.cached import publish_mteb_results, run_cached_eval
-    from harness.evaluate.resolve import resolve_tasks
+    from harness.evaluate.resolve import eval_revision, resolve_tasks
 
     is_random = spec in RANDOM_ALIASES
     identity = {"spec": RANDOM_BASELINE} if is_random else model_identity(spec, model)
@@ -47,7 +47,7 @@ def evaluate_baseline(spec: str, model: ModelConfig, eval_config: EvalConfig, re
     device = resolve_device(eval_config.device)
     precision = resolve_precision(eval_config.bf16, device)
     stages = {name: Stage("eval", {"baseline": model_hash, "task": name,
-                                   "revision": str(task.metadata.dataset.get("revision")),
+                                   "revision": eval_revision(task),
                                    "precision": precision.name})
               for name, task in tasks.items()}
 

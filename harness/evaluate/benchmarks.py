@@ -68,11 +68,9 @@ def get_mteb_task(name: str) -> Any:
 def describe_task(task: Any) -> tuple[str, str, str]:
     """(name, type, languages) from local metadata, for --dry-run listings."""
     meta = task.metadata
-    langs = meta.eval_langs
-    if isinstance(langs, dict):
-        codes = sorted({code.split("-")[0] for values in langs.values() for code in values})
-    else:
-        codes = sorted({code.split("-")[0] for code in langs})
+    by_subset = meta.hf_subsets_to_langscripts
+    kept = getattr(task, "hf_subsets", None) or list(by_subset)  # eval.languages may keep a slice
+    codes = sorted({code.split("-")[0] for subset in kept for code in by_subset.get(subset, [])})
     shown = ", ".join(codes[:12]) + (f" (+{len(codes) - 12})" if len(codes) > 12 else "")
     return meta.name, meta.type, shown
 

@@ -10,7 +10,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from harness import atomic
-from harness.stages import Stage, compute_once
+from harness.stages import Stage, compute_once, sweep_stale
 
 
 def run_cached_eval(make_encoder: Callable[[], Any], tasks: dict[str, Any], stages: dict[str, Stage],
@@ -20,6 +20,7 @@ def run_cached_eval(make_encoder: Callable[[], Any], tasks: dict[str, Any], stag
     for t in stages:
         if t not in missing:
             log(f"  eval   {stages[t].hash}  {t} cached")
+            sweep_stale(stages[t])
     if not missing:
         return
     from harness.evaluate.benchmarks import require_hub_data

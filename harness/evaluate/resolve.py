@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from harness.config import EvalConfig
@@ -14,23 +15,58 @@ def is_local(task: Any) -> bool:
 
 def resolve_tasks(config: EvalConfig) -> dict[str, Any]:
     """Task name -> task object, in a stable order: named tasks first, then benchmark tasks."""
+    from harness.errors import HarnessError
     from harness.evaluate.tasks import REGISTRY, get_task, is_task_folder
 
     tasks: dict[str, Any] = {}
     for name in config.tasks:
         if name in REGISTRY or is_task_folder(name):
             task = get_task(name)
-            tasks[task.metadata.name] = task
         else:
             from harness.evaluate.benchmarks import get_mteb_task
 
-            tasks[name] = get_mteb_task(name)
+            task = get_mteb_task(name)
+        if not restrict_languages(task, config.languages):
+            raise HarnessError(f"eval.tasks: {task.metadata.name} has no subset in eval.languages "
+                               f"{config.languages} (its subsets: {', '.join(all_subsets(task))})")
+        tasks[task.metadata.name] = task
     for bench_name in config.benchmarks:
         from harness.evaluate.benchmarks import get_benchmark
 
-        for task in get_benchmark(bench_name).tasks:
-            tasks.setdefault(task.metadata.name, task)
+        for shared in get_benchmark(bench_name).tasks:
+            task = copy.copy(shared) if config.languages else shared  # mteb's benchmark objects are shared
+            if task.metadata.name not in tasks and restrict_languages(task, config.languages):
+                tasks[task.metadata.name] = task
     return tasks
+
+
+def all_subsets(task: Any) -> list[str]:
+    return list(task.metadata.hf_subsets_to_langscripts)
+
+
+def restrict_languages(task: Any, languages: list[str] | None) -> bool:
+    """Keep only the subsets of a multilingual `task` in `languages` (mteb's own filter); False if
+    none is left. Monolingual tasks are kept whole: `languages` picks a multilingual slice (e.g.
+    AfriMTEB-Lite's languages of a bitext task), it does not drop English retrieval tasks."""
+    if languages is None or len(all_subsets(task)) <= 1:
+        return True
+    try:
+        task.filter_languages(languages)
+    except ValueError:  # mteb: "No subsets were found ..."
+        return False
+    return bool(task.hf_subsets)
+
+
+def eval_revision(task: Any) -> str:
+    """The data revision an eval stage is keyed by: the dataset revision, plus the kept subsets when
+    `eval.languages` dropped some (so a restricted run never reuses or feeds a full one's stage)."""
+    from harness.hashing import content_hash
+
+    revision = str(task.metadata.dataset.get("revision"))
+    kept = list(getattr(task, "hf_subsets", None) or all_subsets(task))
+    if sorted(kept) == sorted(all_subsets(task)):
+        return revision
+    return f"{revision}+subsets-{content_hash(sorted(kept))}"
 
 
 def check_names(config: EvalConfig) -> None:
@@ -59,8 +95,14 @@ def task_names(config: EvalConfig) -> list[str]:
     for bench_name in config.benchmarks:
         from harness.evaluate.benchmarks import get_benchmark
 
-        names += [t.metadata.name for t in get_benchmark(bench_name).tasks if t.metadata.name not in names]
+        names += [t.metadata.name for t in get_benchmark(bench_name).tasks
+                  if t.metadata.name not in names and _has_language(t, config.languages)]
     return names
+
+
+def _has_language(task: Any, languages: list[str] | None) -> bool:
+    """`restrict_languages` without changing the benchmark's (shared) task object."""
+    return restrict_languages(copy.copy(task), languages)
 
 
 def _folder_task_name(folder: str) -> str:

@@ -7,6 +7,7 @@ result cache can then never serve a score computed on other data (mteb2.md, pitf
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -170,7 +171,15 @@ def get_task(name: str) -> Any:
         return build_table_task(data)
     if name not in REGISTRY:
         raise HarnessError(f"unknown task {name!r}; harness tasks: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name].build()
+    if name not in _BUILT:
+        _BUILT[name] = REGISTRY[name].build()
+    # A shallow copy per caller: building takes seconds (every variant of a recipe resolves its
+    # tasks), and what callers change on a task — `hf_subsets` (eval.languages), the loaded
+    # `dataset` — is reassigned on the copy, never mutated in the shared original.
+    return copy.copy(_BUILT[name])
+
+
+_BUILT: dict[str, Any] = {}  # registry tasks built in this process, by name (their data is fixed)
 
 
 def task_instruction(task_name: str) -> str | None:

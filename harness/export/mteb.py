@@ -168,16 +168,20 @@ def export_results(results_dir: Path, out: Path, *, log: Any = print) -> list[Ex
     return done
 
 
-def benchmark_for(task_names: list[str], name: str = "harness") -> Any:
+def benchmark_for(task_names: list[str], name: str = "harness", languages: list[str] | None = None) -> Any:
     """An mteb Benchmark over these tasks, for `Benchmark.get_score` on exported results. With any
     harness task in it, only Mean(Task) (plus mteb's always-on Borda rank): Mean(TaskType) looks the
-    task up in mteb's registry, where harness tasks are not."""
+    task up in mteb's registry, where harness tasks are not. `languages`: the recipe's
+    `eval.languages`, so mteb expects exactly the subsets the runs evaluated."""
     import mteb
     from mteb.benchmarks.benchmark import BenchmarkAggregation
 
-    from harness.evaluate.resolve import is_local
+    from harness.evaluate.resolve import is_local, restrict_languages
 
     tasks = [_task(t) for t in task_names]
+    for task in tasks:
+        if not restrict_languages(task, languages):
+            raise HarnessError(f"{task.metadata.name} has no subset in languages {languages}")
     if any(is_local(t) for t in tasks):
         return mteb.Benchmark(name=name, tasks=tasks, aggregations=(BenchmarkAggregation.MEAN_TASK,))
     return mteb.Benchmark(name=name, tasks=tasks)

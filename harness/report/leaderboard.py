@@ -46,6 +46,25 @@ def _mark(entry: dict[str, Any] | None) -> str:
     return significance_mark(float(p))
 
 
+def _label_slices(scores: pd.DataFrame) -> pd.DataFrame:
+    """A task evaluated on different subsets by different rows (e.g. a recipe's `eval.languages`
+    against a baseline on every language) gets one column per slice, named with its subset count,
+    so no column averages scores of different test sets."""
+    slices = scores.groupby("task")["subsets"].nunique()
+    mixed = scores["task"].isin(slices[slices > 1].index)
+    if not mixed.any():
+        return scores
+    from harness.hashing import content_hash
+
+    scores = scores.copy()
+    scores["source_task"] = scores["task"]
+    count = scores.loc[mixed, "subsets"].str.count(",") + 1
+    scores.loc[mixed, "task"] = scores.loc[mixed, "task"] + " [" + count.astype(str) + " subsets]"
+    clash = scores.groupby("task")["subsets"].transform("nunique") > 1  # two slices of one size
+    scores.loc[clash, "task"] += " " + scores.loc[clash, "subsets"].map(lambda text: content_hash(text)[:6])
+    return scores
+
+
 def leaderboard_markdown(results_root: Path, out_dir: Path | None = None,
                          skipped: list[Skipped] | None = None) -> str:
     """The leaderboard of every readable run; what could not be read is listed at the end (and
@@ -58,6 +77,9 @@ def leaderboard_markdown(results_root: Path, out_dir: Path | None = None,
         tail = "\n".join(skipped_markdown(problems, results_root))
         return (HEADER + "\nNo results yet: run `python -m harness ablate recipes/quickstart.yaml`.\n"
                 + (f"\n{tail}" if tail else ""))
+    scores = _label_slices(scores)
+    source = (scores.drop_duplicates("task").set_index("task")["source_task"] if "source_task" in scores
+              else pd.Series({t: t for t in scores["task"].unique()}))  # column -> the task significance names
     table = scores.pivot_table(index=["recipe", "variant"], columns="task", values="main_score", aggfunc="mean") * 100
     seeds = scores.groupby(["recipe", "variant"])["seed"].nunique()
     table["Mean(Task)"] = table.mean(axis=1)
@@ -80,7 +102,7 @@ def leaderboard_markdown(results_root: Path, out_dir: Path | None = None,
         link = os.path.relpath(report, out_dir or Path.cwd()) if report.is_file() else ""
         rows.append([rank, f"[{recipe}]({link})" if link else recipe, variant, int(seeds[(recipe, variant)]),
                      f"{values['Mean(Task)']:.2f}", delta,
-                     *("–" if pd.isna(values[t]) else f"{values[t]:.2f}{_mark(sig.get('tasks', {}).get(t))}"
+                     *("–" if pd.isna(values[t]) else f"{values[t]:.2f}{_mark(sig.get('tasks', {}).get(source[t]))}"
                        for t in tasks)])
     headers = ["#", "recipe", "variant", "seeds", "Mean(Task)", "Δ vs base", *(f"{t} ({metric[t]})" for t in tasks)]
     body = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)

@@ -17,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-SCORE_COLUMNS = ["recipe", "variant", "seed", "task", "type", "main_metric", "main_score"]
+# `subsets`: the task's evaluated subsets, comma-joined (eval.languages or a benchmark may keep a slice)
+SCORE_COLUMNS = ["recipe", "variant", "seed", "task", "type", "main_metric", "main_score", "subsets"]
 UNIT_COLUMNS = {"task", "metric", "value", "subset", "split", "unit"}
 _SEED = re.compile(r"seed-(\d+)")
 
@@ -126,7 +127,8 @@ def load_scores(root: Path, *, skipped: list[Skipped] | None = None,
     runs, problems = scan(root, recipe_level=recipe_level)
     if skipped is not None:
         skipped.extend(problems)
-    rows = [(run.recipe, run.variant, run.seed, task, s["type"], s["main_metric"], float(s["main_score"]))
+    rows = [(run.recipe, run.variant, run.seed, task, s["type"], s["main_metric"], float(s["main_score"]),
+             ",".join(sorted(s.get("subsets") or {})))
             for run in runs for task, s in sorted(run.scores["tasks"].items())]
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 

@@ -12,10 +12,12 @@ The data depends on the Python version (3.11 here); everything else is determini
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import hashlib
 import importlib.util
 import re
+import sys
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,14 +65,41 @@ def stdlib_code_pairs(split: Split) -> list[CodePair]:
 def all_stdlib_code_pairs() -> tuple[CodePair, ...]:
     """Every de-duplicated pair of both splits, in sorted file order then source order.
 
-    Cached because parsing the whole standard library takes a few seconds.
+    Cached in the process and on disk (the machine cache, keyed by the Python version and every
+    file's path, size and mtime): parsing the whole standard library takes ~5 s, and every
+    process that builds the code task or source would pay it.
     """
+    import json
+
+    from harness import atomic
+    from harness.hashing import content_hash
+    from harness.paths import machine_cache_root
+
     root = Path(sysconfig.get_paths()["stdlib"])
+    files = _library_files(root)
+    stats = [(path.relative_to(root).as_posix(), path.stat().st_size, path.stat().st_mtime_ns) for path in files]
+    cached = machine_cache_root() / "stdlib-code" / f"{content_hash([sys.version, str(root), CACHE_FORMAT, stats])}.json"
+    try:
+        return tuple(CodePair(**entry) for entry in json.loads(cached.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        pass  # not cached yet (or unreadable): parse, then store
+    pairs = _parse_library(root, files)
+    try:
+        atomic.write_json(cached, [dataclasses.asdict(pair) for pair in pairs])
+    except OSError:  # a read-only home still gets the pairs
+        pass
+    return pairs
+
+
+CACHE_FORMAT = 1  # bump when CodePair or the parse rules change
+
+
+def _parse_library(root: Path, files: list[Path]) -> tuple[CodePair, ...]:
     seen_ids: set[str] = set()
     seen_queries: set[str] = set()
     seen_codes: set[str] = set()
     pairs: list[CodePair] = []
-    for path in _library_files(root):
+    for path in files:
         module = _module_name(path.relative_to(root))
         for pair in _pairs_in_file(path, module):
             # The first occurrence wins, so a query has exactly one gold document (and vice versa);

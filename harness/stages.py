@@ -33,8 +33,8 @@ STAGE_VERSIONS: dict[str, int] = {
     # 2: float32 master weights, precision in the key, backbone folders keyed by content
     "train": 2,
     # 2: precision in the key; 3: the stage also keeps mteb's TaskResult JSON (mteb.json) and ModelMeta
-    # (model_meta.json)
-    "eval": 3,
+    # (model_meta.json); 4: harness retrieval tasks stop at k = 100 (no @1000 metrics in mteb.json)
+    "eval": 4,
 }
 
 

@@ -12,6 +12,9 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.setdefault("HARNESS_CACHE", str(Path(os.environ.get("PYTEST_HARNESS_CACHE", "/tmp/harness-test-cache"))))
 os.environ["MTEB_CACHE"] = str(Path(os.environ["HARNESS_CACHE"]) / "mteb")
+# Machine facts and derived assets (bf16 calibration, tiny-qwen2, the Qwen2 tokenizer, the stdlib
+# parse): one copy for the whole session, shared by every fresh stage cache, never in ~/.cache.
+os.environ.setdefault("HARNESS_MACHINE_CACHE", str(Path(os.environ["HARNESS_CACHE"]) / "machine"))
 
 REPO = Path(__file__).resolve().parent.parent
 

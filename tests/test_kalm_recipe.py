@@ -79,7 +79,7 @@ base:
     steps: 3
     checkpoint_every: 1
     matryoshka: {{dims: [64, 32], weights: [1.0, 0.3]}}
-  eval: {{benchmarks: [], tasks: [HarnessCLDRBitextMining], batch_size: 128}}
+  eval: {{benchmarks: [], tasks: [HarnessCLDRBitextMining], languages: [yor], batch_size: 128}}
 ablate:
   model.attention: [bidirectional]
 """)
@@ -126,7 +126,7 @@ base:
   model: {backbone: tiny-qwen2, query_max_length: 24, passage_max_length: 32}
   data: {total_rows: 64, sources: {stdlib-code: {}, cldr-bitext: {langs: [yo]}}}
   train: {steps: 2, batch_size: 4, nproc: 2, lr: 1.0e-3, log_every: 1}
-  eval: {tasks: [HarnessCLDRBitextMining]}
+  eval: {tasks: [HarnessCLDRBitextMining], languages: [yor]}
 ablate:
   train.lr: [2.0e-3]
 """)

@@ -175,7 +175,7 @@ base:
     sources: {stdlib-code: {}, cldr-bitext: {langs: [yo]}}
     filter: {teacher: minilm, top_k: 20, window: [2, 10], depth: 24, max_length: 32}
   train: {steps: 2, batch_size: 4, lr: 1.0e-3}
-  eval: {tasks: [HarnessCodeRetrieval, HarnessCLDRBitextMining], batch_size: 64}
+  eval: {tasks: [HarnessCodeRetrieval, HarnessCLDRBitextMining], languages: [yor], batch_size: 64}
 """
 
 

@@ -268,6 +268,9 @@ def _loss_worker(rank: int, world_size: int, port: int, out: str) -> None:
         loss.backward()
         results[name] = {"loss": loss.detach(), "q": q.grad, "p": p.grad}
     torch.save(results, Path(out) / f"rank{rank}.pt")
+    # Both ranks leave together: a rank tearing gloo down while its peer still talks to it can abort
+    # ("terminate called without an active exception", seen once under a loaded full suite).
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 

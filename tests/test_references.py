@@ -23,7 +23,7 @@ base:
     sources: {{stdlib-code: {{}}, cldr-bitext: {{langs: [yo, ha]}}}}
     filter: {{teacher: tiny-qwen2, top_k: null, window: [2, 10], depth: 16, max_length: 32}}
   train: {{steps: 2, batch_size: 8, lr: 1.0e-3, log_every: 1}}
-  eval: {{tasks: [HarnessCLDRBitextMining], batch_size: 128}}
+  eval: {{tasks: [HarnessCLDRBitextMining], languages: [yor, hau], batch_size: 128}}
 variants:
   trained-teacher: {{data.filter.teacher: "variant:{name}/base", data.filter.top_k: 5}}
 """

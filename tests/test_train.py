@@ -120,6 +120,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, out: str, cache: str) -> 
     log, _ = train(config, rows, Path(out) / "model", world=world, show_progress=False, stop_after=1)
     if rank == 0:
         torch.save({"loss": log[0]["loss"], "state": _weights(Path(out))}, Path(out) / "ddp.pt")
+    torch.distributed.barrier()  # leave together: see tests/test_loss.py::_loss_worker
     torch.distributed.destroy_process_group()
 
 

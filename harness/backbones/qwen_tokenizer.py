@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from harness.errors import HarnessError
 from harness.hashing import bytes_hash, content_hash
 from harness.locks import build_once
-from harness.paths import cache_root
+from harness.paths import machine_cache_root
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -88,7 +88,7 @@ def tokenizer_folder(cache_dir: Path | None = None) -> Path:
     """Where the converted tokenizer lives: keyed by the tiktoken file's bytes and the settings."""
     tiktoken_file = _tiktoken_file()
     key = content_hash([bytes_hash(tiktoken_file.read_bytes()), _conversion_settings()])
-    return (cache_dir or cache_root() / "tokenizers") / f"qwen2-{key}"
+    return (cache_dir or machine_cache_root() / "tokenizers") / f"qwen2-{key}"  # shared, as tiny-qwen2
 
 
 def _convert(tiktoken_file: Path) -> PreTrainedTokenizerFast:

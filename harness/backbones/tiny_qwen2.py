@@ -11,7 +11,7 @@ from pathlib import Path
 
 from harness.hashing import content_hash
 from harness.locks import build_once
-from harness.paths import cache_root
+from harness.paths import machine_cache_root
 
 TINY_QWEN2 = {
     "vocab_size": 151936,
@@ -29,8 +29,11 @@ INIT_SEED = 0
 
 
 def tiny_qwen2_path(cache_dir: Path | None = None) -> Path:
-    """Where the tiny Qwen2 folder lives (built or not): keyed by its config and init seed."""
-    return (cache_dir or cache_root() / "backbones") / f"tiny-qwen2-{content_hash([TINY_QWEN2, INIT_SEED])}"
+    """Where the tiny Qwen2 folder lives (built or not): keyed by its config and init seed.
+
+    In the machine cache, beside the bf16 calibration: it is a fact of the installed packages, not
+    a stage output, so every stage cache on the machine shares one copy (it takes ~8 s to build)."""
+    return (cache_dir or machine_cache_root() / "backbones") / f"tiny-qwen2-{content_hash([TINY_QWEN2, INIT_SEED])}"
 
 
 def tiny_qwen2_folder(cache_dir: Path | None = None) -> Path:

@@ -62,7 +62,10 @@ def build_table_task(data: TableMatchingData, *, reference: str | None = None) -
             relevant_docs=qrels, top_ranked=None)}}
         self.data_loaded = True
 
-    task_class = type(data.name, (AbsTaskRetrieval,), {"metadata": metadata, "load_data": load_data})
+    from harness.evaluate.tasks import RETRIEVAL_K_VALUES
+
+    task_class = type(data.name, (AbsTaskRetrieval,), {"metadata": metadata, "load_data": load_data,
+                                                        "k_values": RETRIEVAL_K_VALUES})
     return task_class()
 
 

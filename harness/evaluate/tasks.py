@@ -30,6 +30,12 @@ _GENERAL: dict[str, Any] = {
 }
 
 
+# mteb's default adds @1000, which makes it keep (and write to the prediction file) the top 1000
+# documents of every query: ~1M scores as JSON per task here, most of an eval's time for a small
+# model. The harness reads @10 per query (units.py) and the corpora are ~1000 documents.
+RETRIEVAL_K_VALUES = (1, 3, 5, 10, 20, 100)
+
+
 @dataclass(frozen=True)
 class HarnessTask:
     """A registry entry: how to build the task, and its query-side instruction (if any)."""
@@ -62,6 +68,7 @@ def build_code_retrieval() -> Any:
     revision = content_hash([queries, corpus, qrels])
 
     class HarnessCodeRetrieval(AbsTaskRetrieval):
+        k_values = RETRIEVAL_K_VALUES
         metadata = TaskMetadata(
             name="HarnessCodeRetrieval",
             description="Python standard-library docstring (first paragraph) -> function body; test modules only.",

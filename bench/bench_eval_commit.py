@@ -22,7 +22,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MTEB_CACHE", tempfile.mkdtemp(prefix="bench-mteb-"))
 
-QUICKSTART_TASKS = ["HarnessCodeRetrieval", "HarnessCLDRBitextMining"]
+QUICKSTART_TASKS = ["HarnessCodeRetrieval", "HarnessCLDRBitextMining", "HarnessFEBRLTupleMatching",
+                    "HarnessValentineColumnMatching"]
 
 
 def one_call(encoder: object, tasks: dict[str, object], root: Path) -> None:

@@ -234,7 +234,7 @@ def test_killed_staging_is_cleaned_and_two_concurrent_runs_compute_each_stage_on
     # calibration this process makes while planning is the one both runs read (same stage keys).
     monkeypatch.setenv("HARNESS_MACHINE_CACHE", str(tmp_path / "machine"))
     shared = {"backbone": tiny_qwen2_path(), "tokenizer": tokenizer_folder()}
-    assert all(final.is_relative_to(fresh_cache) and not final.exists() for final in shared.values())
+    assert all(final.is_relative_to(tmp_path / "machine") and not final.exists() for final in shared.values())
     stale_before_build = _killed_staging(shared, fresh_cache)
 
     recipe_path = write(tmp_path / "tiny.yaml", TINY)

@@ -7,6 +7,8 @@ Same encoder (loaded once), same tasks, run alternately in this process:
              units, mteb's TaskResult JSON and model meta) committed atomically as soon as it is done.
 Prints each repeat's wall and CPU time, the medians and the ratio per-task / one-call, and the fixed
 cost of one whole per-task step on a 3-query task (an upper bound of what per-task commits add per task).
+The encoder memoizes each text's embedding, so after the warm-up no path encodes: the ratio compares
+everything else (mteb's scoring, predictions, units, writes) — the part per-task commits can add to.
     python bench/bench_eval_commit.py [--backbone minilm] [--repeats 3] [--tasks A B ...]
 """
 
@@ -15,10 +17,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from a checkout, installed or not
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MTEB_CACHE", tempfile.mkdtemp(prefix="bench-mteb-"))
 

@@ -152,6 +152,18 @@ def submit_runs(plans: list[RunPlan], tasks: dict[str, tuple[Any, str]], *, exec
     trains: dict[int, _Job] = {}
     untrained: set[int] = set()  # runs whose training (or a teacher's) failed: nothing more is submitted
     failures: list[str] = []
+    ended: dict[int, str | None] = {}  # training jobs waited for: their failure (None = finished)
+
+    def wait_training(i: int) -> str | None:
+        """Wait for run i's training job (once), log how it ended; its failure line or None."""
+        if i not in ended:
+            ended[i] = _outcome(trains[i])
+            log(f"finished {trains[i].what}" if ended[i] is None else f"FAILED: {ended[i]}")
+            if ended[i] is not None:
+                untrained.add(i)
+                failures.append(ended[i])
+        return ended[i]
+
     for i, p in enumerate(plans):
         if not _needs_training(p):
             log(f"training of {_label(p)} cached ({p.train.hash})")
@@ -159,8 +171,8 @@ def submit_runs(plans: list[RunPlan], tasks: dict[str, tuple[Any, str]], *, exec
         teachers = [index[key] for key in teacher_runs(p) if index.get(key) in trains.keys() | untrained]
         if executor != "slurm":  # no job dependencies here: a teacher's training must end first
             for j in teachers:
-                if j in trains and j not in untrained and _outcome(trains[j]) is not None:
-                    untrained.add(j)
+                if j in trains:
+                    wait_training(j)
         if any(j in untrained for j in teachers):
             untrained.add(i)
             failures.append(f"training of {_label(p)} not submitted: the training of its teacher failed")
@@ -175,7 +187,9 @@ def submit_runs(plans: list[RunPlan], tasks: dict[str, tuple[Any, str]], *, exec
     sizes: dict[str, int] = {}
     shards: list[_Job] = []
     for i, p in enumerate(plans):
-        if i in untrained:
+        if i in untrained:  # its training, or its teacher's, failed (already listed)
+            if i in trains:
+                failures.append(f"evaluation of {_label(p)} not submitted: its training failed")
             continue
         for t in p.evals:
             if t not in sizes:
@@ -183,10 +197,8 @@ def submit_runs(plans: list[RunPlan], tasks: dict[str, tuple[Any, str]], *, exec
         split = split_tasks({t: sizes[t] for t in p.evals}, eval_shards)
         train = trains.get(i)
         if train is not None and executor != "slurm":  # no job dependencies here: wait, in order
-            failure = _outcome(train)
-            log(f"finished training of {_label(p)}" if failure is None else f"FAILED: {failure}")
-            if failure:
-                failures += [failure, f"evaluation of {_label(p)} not submitted: its training failed"]
+            if wait_training(i):
+                failures.append(f"evaluation of {_label(p)} not submitted: its training failed")
                 continue
             train = None
         for k, shard in enumerate(split, start=1):

@@ -19,7 +19,7 @@ from harness.errors import HarnessError
 from harness.evaluate.benchmarks import get_benchmark, get_mteb_task
 from harness.recipe import load_recipe
 
-from .conftest import REPO, write
+from .conftest import REPO, tiny_column_task, write
 
 AFRICA_LITE_LANGS = {"amh", "hau", "ibo", "yor", "swh", "kin", "xho", "zul", "gaz"}
 KALM_BENCHMARKS = ["MTEB(Multilingual, v2)", "MTEB(eng, v2)", "MTEB(cmn, v1)", "MTEB(Africa, v1, lite)"]
@@ -275,22 +275,8 @@ def test_same_eval_again_is_a_cache_hit(cldr_baselines: Path, monkeypatch: pytes
     assert (root / "leaderboard.md").read_bytes() == board
 
 
-def _tiny_table_task(folder: Path) -> Path:
-    """docs/table-matching.md's folder format: two tables of the same counties, headers renamed."""
-    write(folder / "task.yaml", "name: TinyCountyColumns\nkind: column\n")
-    write(folder / "tables" / "cius_2019.csv",
-          "county_name,population,state\nAutauga,55869,AL\nBaldwin,223234,AL\nBarbour,24686,AL\n")
-    write(folder / "tables" / "saus" / "2020.csv",
-          "County,Pop. 2020,State code\nAutauga,58805,AL\nBaldwin,231767,AL\nBibb,22293,AL\n")
-    write(folder / "queries.csv", "query_id,table,column\nq1,cius_2019.csv,county_name\n"
-                                  "q2,cius_2019.csv,population\nq3,cius_2019.csv,state\n")
-    write(folder / "matches.csv", "query_id,candidate_id\nq1,saus/2020.csv:County\n"
-                                  "q2,saus/2020.csv:Pop. 2020\nq3,saus/2020.csv:State code\n")
-    return folder
-
-
 def test_user_table_matching_folder_plugs_in_by_path(tmp_path: Path, fresh_cache: Path) -> None:
-    folder = _tiny_table_task(tmp_path / "my-task")
+    folder = tiny_column_task(tmp_path / "my-task", "TinyCountyColumns")
     assert _eval("minilm", str(folder), tmp_path) == 0
     scores = json.loads((tmp_path / "results" / "baselines" / "minilm" / "seed-0" / "scores.json").read_text())
     assert list(scores["tasks"]) == ["TinyCountyColumns"]

@@ -169,22 +169,6 @@ def test_eval_shards_need_an_executor(tmp_path: Path, capsys: pytest.CaptureFixt
     assert f"shard 2/2: 12 samples, 0/2 cached: {SHARD_2}" in out
 
 
-TEACHER_RECIPE = """
-seeds: [0]
-base:
-  model: {{backbone: tiny-qwen2, query_max_length: 24, passage_max_length: 32}}
-  data:
-    total_rows: 32
-    hard_negatives: 1
-    sources: {{cldr-bitext: {{langs: [yo, ha]}}}}
-    filter: {{teacher: tiny-qwen2, top_k: null, window: [2, 10], depth: 16, max_length: 32}}
-  train: {{steps: 2, batch_size: 4, lr: 1.0e-3}}
-  eval: {{tasks: [{a}, {b}]}}
-variants:
-  trained-teacher: {{data.filter.teacher: "variant:teach/base", data.filter.top_k: 5}}
-"""
-
-
 @pytest.mark.slow
 def test_a_training_job_waits_for_its_teachers_training_job(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -192,9 +176,9 @@ def test_a_training_job_waits_for_its_teachers_training_job(
     submitted only once base's training job has ended (submitit-local has no job dependencies), and
     its data stage is keyed by base's train stage."""
     pytest.importorskip("submitit")
-    a = tiny_column_task(tmp_path / "task-a", "TinyColumnsA")
-    b = tiny_column_task(tmp_path / "task-b", "TinyColumnsB")
-    recipe = write(tmp_path / "teach.yaml", TEACHER_RECIPE.format(a=a, b=b))
+    from .test_references import RECIPE as TEACHER_RECIPE  # base + a variant filtered by base
+
+    recipe = write(tmp_path / "teach.yaml", TEACHER_RECIPE.format(name="teach"))
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     assert _ablate(recipe, tmp_path / "r", "--executor", "submitit-local") == 0
     out = capsys.readouterr().out

@@ -102,7 +102,7 @@ def task_names(config: EvalConfig) -> list[str]:
 
 def _has_language(task: Any, languages: list[str] | None) -> bool:
     """`restrict_languages` without changing the benchmark's (shared) task object."""
-    return restrict_languages(copy.copy(task), languages)
+    return languages is None or restrict_languages(copy.copy(task), languages)
 
 
 def _folder_task_name(folder: str) -> str:

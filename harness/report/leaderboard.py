@@ -49,15 +49,14 @@ def _mark(entry: dict[str, Any] | None) -> str:
 def _label_slices(scores: pd.DataFrame) -> pd.DataFrame:
     """A task evaluated on different subsets by different rows (e.g. a recipe's `eval.languages`
     against a baseline on every language) gets one column per slice, named with its subset count,
-    so no column averages scores of different test sets."""
+    so no column averages scores of different test sets. `source_task` keeps the task's own name."""
+    scores = scores.assign(source_task=scores["task"])
     slices = scores.groupby("task")["subsets"].nunique()
     mixed = scores["task"].isin(slices[slices > 1].index)
     if not mixed.any():
         return scores
     from harness.hashing import content_hash
 
-    scores = scores.copy()
-    scores["source_task"] = scores["task"]
     count = scores.loc[mixed, "subsets"].str.count(",") + 1
     scores.loc[mixed, "task"] = scores.loc[mixed, "task"] + " [" + count.astype(str) + " subsets]"
     clash = scores.groupby("task")["subsets"].transform("nunique") > 1  # two slices of one size
@@ -78,8 +77,7 @@ def leaderboard_markdown(results_root: Path, out_dir: Path | None = None,
         return (HEADER + "\nNo results yet: run `python -m harness ablate recipes/quickstart.yaml`.\n"
                 + (f"\n{tail}" if tail else ""))
     scores = _label_slices(scores)
-    source = (scores.drop_duplicates("task").set_index("task")["source_task"] if "source_task" in scores
-              else pd.Series({t: t for t in scores["task"].unique()}))  # column -> the task significance names
+    source = scores.drop_duplicates("task").set_index("task")["source_task"]  # column -> the task marks name
     table = scores.pivot_table(index=["recipe", "variant"], columns="task", values="main_score", aggfunc="mean") * 100
     seeds = scores.groupby(["recipe", "variant"])["seed"].nunique()
     table["Mean(Task)"] = table.mean(axis=1)

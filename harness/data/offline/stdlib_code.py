@@ -77,7 +77,7 @@ def all_stdlib_code_pairs() -> tuple[CodePair, ...]:
 
     root = Path(sysconfig.get_paths()["stdlib"])
     files = _library_files(root)
-    stats = [(path.relative_to(root).as_posix(), path.stat().st_size, path.stat().st_mtime_ns) for path in files]
+    stats = [(path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns) for path in files for st in [path.stat()]]
     cached = machine_cache_root() / "stdlib-code" / f"{content_hash([sys.version, str(root), CACHE_FORMAT, stats])}.json"
     try:
         return tuple(CodePair(**entry) for entry in json.loads(cached.read_text(encoding="utf-8")))

@@ -63,7 +63,11 @@ def task_revisions(recipe: Recipe) -> dict[str, tuple[Any, str]]:
 
     tasks: dict[str, tuple[Any, str]] = {}
     for variant in recipe.variants:
-        for name, task in resolve_tasks(variant.config.eval).items():
+        try:
+            resolved = resolve_tasks(variant.config.eval)
+        except HarnessError as exc:  # name the recipe and variant, as load-time errors do
+            raise HarnessError(f"{recipe.path}: variant {variant.name!r}: {exc}") from None
+        for name, task in resolved.items():
             seen = tasks.setdefault(name, (task, eval_revision(task)))
             if seen[1] != eval_revision(task):
                 raise HarnessError(f"{recipe.path}: variant {variant.name!r} evaluates other subsets of {name} "

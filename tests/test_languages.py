@@ -107,3 +107,17 @@ def test_leaderboard_gives_each_slice_of_a_task_its_own_column(tmp_path: Path) -
     # the baseline's row has no score in the recipe's slice, and the other way round
     base_row = next(line for line in board.splitlines() if "| base " in line)
     assert base_row.count("–") == 1 and "40.00" in base_row
+
+
+def test_a_recipe_whose_task_has_none_of_its_languages_names_file_and_variant(tmp_path: Path) -> None:
+    from harness.pipeline import task_revisions
+
+    recipe = load_recipe(write(tmp_path / "r.yaml", """
+name: nolang
+base:
+  eval: {tasks: [HarnessCLDRBitextMining], languages: [tlh]}
+"""))
+    with pytest.raises(HarnessError, match=r"r.yaml: variant 'base': eval.tasks: HarnessCLDRBitextMining has no "
+                                           r"subset in eval.languages \['tlh'\]"):
+        task_revisions(recipe)
+

@@ -35,6 +35,10 @@ BF16Setting = bool | Literal["auto"]
 PrecisionName = Literal["bf16", "fp32"]
 # CPU flags (Linux /proc/cpuinfo) that mean bf16 matmuls run in hardware.
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# Tests and CI only: make this process see another CPU (a submit node unlike its jobs, a CI machine
+# with native bf16). Values: torch capability names; AVX512_BF16 and AMX mean native bf16.
+SIMULATED_CPU_ENV = "HARNESS_SIMULATE_CPU"
+SIMULATED_NATIVE_BF16 = ("AVX512_BF16", "AMX")
 CALIBRATION_VERSION = 2
 _CALIBRATION_SIZE = 256  # 33 MFLOP per matmul: ~3 ms in float32, ~0.2 s where bf16 is emulated
 _CALIBRATION_ROUNDS = 3
@@ -96,8 +100,17 @@ class Precision:
         return "bf16" if self.bf16 else "fp32"
 
 
+def simulated_cpu() -> str | None:
+    """The CPU capability a test or CI pass asks this process to pretend to have, if any."""
+    value = os.environ.get(SIMULATED_CPU_ENV, "").strip().upper()
+    return value or None
+
+
 def cpu_capability() -> str:
     """torch's view of the CPU's vector ISA (AVX2, AVX512, ...): timings mean little without it."""
+    simulated = simulated_cpu()
+    if simulated is not None:
+        return f"{simulated} (simulated)"
     import torch
 
     return str(torch.backends.cpu.get_cpu_capability())
@@ -202,7 +215,11 @@ def cpu_bf16_calibration() -> dict[str, Any]:
 
 
 def cpu_bf16_native() -> tuple[bool, str]:
-    """Does this CPU run bf16 matmuls natively? Flags first, then the cached calibration."""
+    """Does this CPU run bf16 matmuls natively? A simulated CPU, flags, then the cached calibration."""
+    simulated = simulated_cpu()
+    if simulated is not None:
+        native = simulated in SIMULATED_NATIVE_BF16
+        return native, f"simulated CPU {simulated} ({SIMULATED_CPU_ENV}): bf16 {'native' if native else 'emulated'}"
     flags = cpu_flags() & set(NATIVE_BF16_CPU_FLAGS)
     if flags:
         return True, f"CPU has {', '.join(sorted(flags))}"

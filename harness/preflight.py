@@ -49,7 +49,7 @@ def model_problem(spec: str, what: str = "backbone") -> str | None:
 
     if references.is_reference(spec):
         try:
-            references.resolve(spec)
+            references.in_effect().resolve(spec)
         except HarnessError as exc:
             return str(exc)
         return None
@@ -158,13 +158,16 @@ def check_recipe(recipe: Recipe) -> int:
     """Raise a HarnessError for the first path or model in any variant that cannot work.
 
     Returns how many distinct values were checked (for `--dry-run`'s summary)."""
+    from harness.references import Resolver
+
     seen: set[str] = set()
-    for variant in recipe.variants:
-        for key, problem in config_problems(variant.config):
-            axis = _overridden(variant.overrides, key)
-            where = f"key `base.{key}`" if axis is None else f"variant {variant.name!r}, key `{axis}`"
-            raise HarnessError(f"{recipe.path}: {where}: {problem}")
-        seen.update(_checked_values(variant.config))
+    with Resolver.for_recipe(recipe.path).active():
+        for variant in recipe.variants:
+            for key, problem in config_problems(variant.config):
+                axis = _overridden(variant.overrides, key)
+                where = f"key `base.{key}`" if axis is None else f"variant {variant.name!r}, key `{axis}`"
+                raise HarnessError(f"{recipe.path}: {where}: {problem}")
+            seen.update(_checked_values(variant.config))
     return len(seen)
 
 

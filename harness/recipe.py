@@ -390,11 +390,8 @@ def _expand(recipe_file: RecipeFile, base: dict[str, Any]) -> list[tuple[str, di
 
 def load_recipe(path: str | Path) -> Recipe:
     """Load, merge, validate and expand a recipe. Raises HarnessError on any problem."""
-    from harness.references import register_recipe_dir
-
     path = Path(path)
     recipe_file, base = _load_raw(path)
-    register_recipe_dir(path.parent)
     try:
         base_config = VariantConfig.model_validate(base)
     except ValidationError as exc:

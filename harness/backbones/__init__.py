@@ -7,7 +7,6 @@ seeded random init saved once to the cache), so every backbone — `minilm`, `ti
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -79,11 +78,12 @@ def load_backbone(spec: str, *, trust_remote_code: bool = False) -> Backbone:
         model = AutoModel.from_pretrained(source, config=config, trust_remote_code=trust_remote_code,
                                           dtype=torch.float32)
     except OSError as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        from harness.hub import hub_offline
+
         hint = (
             " The Hugging Face Hub is switched off (HF_HUB_OFFLINE=1): use an embedded backbone "
             f"({', '.join(EMBEDDED)}) or a local folder."
-            if offline
+            if hub_offline()
             else ""
         )
         raise HarnessError(f"backbone {spec!r} could not be loaded from {source!r}: {exc}.{hint}") from None

@@ -219,8 +219,9 @@ def _personas_from_hub(dataset_id: str, subset: str | None, column: str) -> list
     try:
         loaded = datasets.load_dataset(dataset_id, subset, split="train")
     except Exception as exc:  # datasets raises many types (offline, not found, bad config): report one way
-        offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = " The Hub is switched off (HF_*_OFFLINE=1): pass a local file or saved folder." if offline else ""
+        from harness.hub import datasets_offline
+
+        hint = " The Hub is switched off (HF_*_OFFLINE=1): pass a local file or saved folder." if datasets_offline() else ""
         raise HarnessError(f"personas {dataset_id!r} (subset {subset!r}) could not be loaded: {exc}.{hint}") from None
     return _column(loaded, column, f"{dataset_id}:{subset}")
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, fiel
 from harness.config import MAX_SEED, VariantConfig
 from harness.errors import HarnessError
 from harness.hashing import content_hash
-from harness.paths import NAME_MAX, name_problem
+from harness.paths import NAME_MAX, UNSAFE_CHAR, name_problem
 from harness.yamlio import pydantic_message, read_yaml
 
 # Private names kept for callers that predate harness.yamlio (cli.load_variant_config).
@@ -178,9 +178,6 @@ def _get(config: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-_UNSAFE_CHAR = re.compile(r"[^A-Za-z0-9._+=,@-]")
-
-
 def format_value(value: Any) -> str:
     """A short, filesystem-safe rendering of an axis value for variant names.
 
@@ -194,7 +191,7 @@ def format_value(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, int | float | str):
-        text = _UNSAFE_CHAR.sub("_", str(value))
+        text = UNSAFE_CHAR.sub("_", str(value))
         if len(text) > VALUE_NAME_MAX:
             text = f"{text[:VALUE_NAME_MAX - 7]}-{content_hash(value, 6)}"
         return text
@@ -203,7 +200,7 @@ def format_value(value: Any) -> str:
 
 def _generated_name(parts: list[str], overrides: dict[str, Any]) -> str:
     """A variant name from `axis=value` parts; too long a name keeps its start plus a hash."""
-    name = _UNSAFE_CHAR.sub("_", ",".join(parts))
+    name = UNSAFE_CHAR.sub("_", ",".join(parts))
     if len(name) > NAME_MAX:
         name = f"{name[:NAME_MAX - 7]}-{content_hash(overrides, 6)}"
     return name

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from harness.errors import HarnessError
+from harness.paths import looks_like_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -51,7 +52,7 @@ def resolve_path(spec: str) -> str:
         if not (path / "config.json").is_file():
             raise HarnessError(f"backbone {spec!r}: folder has no config.json (not a transformers model)")
         return str(path)
-    if spec.startswith((".", "/", "~")):
+    if looks_like_path(spec):
         raise HarnessError(f"backbone {spec!r}: no such folder")
     return spec
 

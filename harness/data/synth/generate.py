@@ -38,6 +38,7 @@ from harness.data.synth.prompts import (
 )
 from harness.errors import HarnessError
 from harness.hashing import content_hash
+from harness.paths import looks_like_path
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _MAX_JSON_STARTS = 64  # JSON start candidates tried per answer (bounds work on long garbage)
@@ -245,7 +246,7 @@ def load_personas(
         texts = _personas_from_saved_dataset(path, column)
     elif path.is_file():
         texts = _personas_from_file(path, column)
-    elif path_or_dataset.startswith((".", "/", "~")) or path.suffix in {".txt", ".jsonl", ".json"}:
+    elif looks_like_path(path_or_dataset) or path.suffix in {".txt", ".jsonl", ".json"}:
         raise HarnessError(f"personas {path_or_dataset!r}: no such file or folder")
     else:
         texts = _personas_from_hub(path_or_dataset, subset, column)

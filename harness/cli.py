@@ -101,11 +101,10 @@ def dry_run_text(recipe: Recipe, plans: list[RunPlan]) -> str:
 def dependency_lines(p: RunPlan) -> list[str]:
     """A run's trained-variant teachers/backbones: which train stage, trained or not, and by whom."""
     from harness.pipeline import trained_dependencies
-    from harness.references import resolve
 
     lines = []
     for spec in trained_dependencies(p.config):
-        target = resolve(spec)
+        target = p.references.resolve(spec)
         same = target.recipe.path.resolve() == p.recipe.path.resolve()
         state = "trained" if target.train.done() else (
             "trained first by this ablate" if same else f"not trained: run {target.command()}")
@@ -222,7 +221,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_data_build(args: argparse.Namespace) -> int:
-    from harness.data.build import data_build, parse_shard
+    from harness.data_build import data_build, parse_shard
 
     shard = parse_shard(args.shard) if args.shard else None
     data_build(args.recipe, variant=args.variant, shard=shard, show_progress=not args.no_progress)

@@ -45,7 +45,7 @@ class _Strict(BaseModel):
 def _reference_form(spec: str) -> str:
     """A `variant:` reference must be well formed at load time (it is resolved later, lazily)."""
     from harness.errors import HarnessError
-    from harness.references import is_reference, parse
+    from harness.refsyntax import is_reference, parse
 
     if is_reference(spec):
         try:

@@ -18,8 +18,15 @@ RESULTS_ENV = "HARNESS_RESULTS"
 # then also `. _ - + = , @`. No separators, no NUL, no leading dot (so never `.` or `..`).
 NAME_MAX = 120
 NAME_CHARS = "letters, digits and . _ - + = , @ (first character a letter, digit or _)"
-_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+=,@-]*")
-_UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._+=,@-]+")
+_NAME_CLASS = "A-Za-z0-9._+=,@-"  # NAME_CHARS as a regular-expression class
+_SAFE_NAME = re.compile(rf"[A-Za-z0-9_][{_NAME_CLASS}]*")
+_UNSAFE_RUN = re.compile(rf"[^{_NAME_CLASS}]+")
+UNSAFE_CHAR = re.compile(rf"[^{_NAME_CLASS}]")  # one character outside NAME_CHARS
+
+
+def looks_like_path(spec: str) -> bool:
+    """Written as a filesystem path (./x, ../x, /x, ~/x): never an embedded name, Hub id or task name."""
+    return spec.startswith((".", "/", "~"))
 
 
 def name_problem(name: object, max_length: int = NAME_MAX) -> str | None:

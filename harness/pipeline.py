@@ -7,11 +7,12 @@ Runs one after another here; the stage functions are plain and idempotent, so an
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import time
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from harness import atomic
 from harness.config import VariantConfig
 from harness.errors import HarnessError
 from harness.recipe import Recipe, Variant
+from harness.references import Resolver
 from harness.stages import Stage, compute_once, data_stage, eval_stage, sweep_stale, train_stage
 
 
@@ -42,6 +44,7 @@ class RunPlan:
         return variant_dir(self.recipe, self.variant, self.results_root) / f"seed-{self.seed}"
 
     results_root: Path = Path("results")
+    references: Resolver = field(default_factory=Resolver)  # the recipe's `variant:` references
 
     @property
     def model_name(self) -> str:
@@ -84,24 +87,37 @@ def variant_tasks(config: VariantConfig) -> list[str]:
 
 def plan(recipe: Recipe, results_root: Path, tasks: dict[str, tuple[Any, str]]) -> list[RunPlan]:
     plans = []
-    for variant in recipe.variants:
-        for seed in recipe.seeds:
-            config = variant.run_config(seed)
-            data = data_stage(config)
-            names = variant_tasks(config)
-            plans.append(RunPlan(
-                recipe=recipe, variant=variant, seed=seed, config=config,
-                data=data, train=train_stage(config),
-                evals={t: eval_stage(config, t, tasks[t][1]) for t in names},
-                contamination=contamination_stage(data, {t: tasks[t][1] for t in names}),
-                results_root=results_root,
-            ))
-    return order_by_teachers(plans)
+    references = Resolver.for_recipe(recipe.path)
+    with references.active():
+        for variant in recipe.variants:
+            for seed in recipe.seeds:
+                config = variant.run_config(seed)
+                data = data_stage(config)
+                names = variant_tasks(config)
+                plans.append(RunPlan(
+                    recipe=recipe, variant=variant, seed=seed, config=config,
+                    data=data, train=train_stage(config),
+                    evals={t: eval_stage(config, t, tasks[t][1]) for t in names},
+                    contamination=contamination_stage(data, {t: tasks[t][1] for t in names}),
+                    results_root=results_root, references=references,
+                ))
+        return order_by_teachers(plans)
+
+
+def _with_references(run: Callable[..., None]) -> Callable[..., None]:
+    """Run a stage function of a plan with the plan's recipe's reference resolver in effect."""
+
+    @functools.wraps(run)
+    def wrapper(p: RunPlan, *args: Any, **kwargs: Any) -> None:
+        with p.references.active():
+            run(p, *args, **kwargs)
+
+    return wrapper
 
 
 def trained_dependencies(config: VariantConfig) -> list[str]:
     """The `variant:` references a config trains from or filters with (its teacher, its backbone)."""
-    from harness.references import is_reference
+    from harness.refsyntax import is_reference
 
     specs = [config.model.backbone, config.data.filter.teacher if config.data.filter else None]
     return [s for s in specs if s and is_reference(s)]
@@ -110,11 +126,10 @@ def trained_dependencies(config: VariantConfig) -> list[str]:
 def check_external_teachers(plans: list[RunPlan]) -> None:
     """Stop before any work when a teacher from another recipe is not trained yet, naming the command."""
     from harness.errors import HarnessError
-    from harness.references import resolve
 
     for p in plans:
         for spec in trained_dependencies(p.config):
-            target = resolve(spec)
+            target = p.references.resolve(spec)
             if target.recipe.path.resolve() != p.recipe.path.resolve() and not target.train.done():
                 raise HarnessError(f"{p.recipe.path}: variant {p.variant.name!r} uses {spec}, which is not trained "
                                    f"yet; train it first with: {target.command()}")
@@ -122,11 +137,9 @@ def check_external_teachers(plans: list[RunPlan]) -> None:
 
 def teacher_runs(p: RunPlan) -> list[tuple[str, int]]:
     """The (variant, seed) runs of p's own recipe whose trained model p uses (as teacher or backbone)."""
-    from harness.references import resolve
-
     deps = []
     for spec in trained_dependencies(p.config):
-        target = resolve(spec)
+        target = p.references.resolve(spec)
         if target.recipe.path.resolve() == p.recipe.path.resolve():
             deps.append((target.variant.name, target.ref.seed))
     return deps
@@ -156,6 +169,7 @@ def order_by_teachers(plans: list[RunPlan]) -> list[RunPlan]:
 # ----------------------------------------------------------------------------- stages
 
 
+@_with_references
 def run_data(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any, show_progress: bool = True) -> None:
     if p.data.done():
         log(f"  data   {p.data.hash}  cached")
@@ -202,6 +216,7 @@ def run_contamination(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any) -
     log(f"  contamination  {p.contamination.hash}  {exact} exact overlap(s) with {len(report['tasks'])} task(s)")
 
 
+@_with_references
 def run_train(p: RunPlan, log: Any, show_progress: bool) -> None:
     if p.train.done():
         log(f"  train  {p.train.hash}  cached")
@@ -221,6 +236,7 @@ def run_train(p: RunPlan, log: Any, show_progress: bool) -> None:
         f"{summary['train_seconds']} s{resumed}")
 
 
+@_with_references
 def run_eval(p: RunPlan, tasks: dict[str, tuple[Any, str]], log: Any, show_progress: bool,
              only: Collection[str] | None = None) -> None:
     """Evaluate the run's tasks that are not cached yet; `only` restricts it to some (one task shard)."""
@@ -258,6 +274,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
+@_with_references
 def publish(p: RunPlan, log: Any = print) -> None:
     """Copy the small, human-readable part of each stage into results/<recipe>/<variant>/seed-N/."""
     from collections import Counter

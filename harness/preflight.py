@@ -16,17 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.backbones import EMBEDDED as EMBEDDED_BACKBONES
 from harness.errors import HarnessError
+from harness.paths import looks_like_path
 
 if TYPE_CHECKING:
     from harness.config import VariantConfig
     from harness.recipe import Recipe
-
-EMBEDDED_BACKBONES = ("minilm", "tiny-qwen2")
-
-
-def _looks_local(spec: str) -> bool:
-    return spec.startswith((".", "/", "~"))
 
 
 def _hub_form_problem(spec: str, what: str) -> str | None:
@@ -49,7 +45,7 @@ def model_problem(spec: str, what: str = "backbone") -> str | None:
 
     if references.is_reference(spec):
         try:
-            references.resolve(spec)
+            references.in_effect().resolve(spec)
         except HarnessError as exc:
             return str(exc)
         return None
@@ -67,7 +63,7 @@ def model_problem(spec: str, what: str = "backbone") -> str | None:
         return None
     if path.exists():
         return f"{spec!r} is a file; a {what} folder (with config.json) is expected"
-    if _looks_local(spec):
+    if looks_like_path(spec):
         hint = difflib.get_close_matches(spec, EMBEDDED_BACKBONES, n=1)
         return f"no such folder {spec!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
     hint = difflib.get_close_matches(spec, EMBEDDED_BACKBONES, n=1, cutoff=0.75)
@@ -94,7 +90,7 @@ def _dataset_problem(value: str, what: str) -> str | None:
     path = Path(value).expanduser()
     if path.exists():
         return None
-    if _looks_local(value):
+    if looks_like_path(value):
         return f"no such file or folder {value!r}"
     return _hub_form_problem(value, what)
 
@@ -105,7 +101,9 @@ def task_folder_problem(name: str) -> str | None:
     if not (folder / "task.yaml").is_file():
         if folder.is_dir():
             return f"folder {name!r} has no task.yaml (docs/table-matching.md)"
-        if "/" in name or name.startswith((".", "~")):
+        from harness.evaluate.resolve import names_a_folder
+
+        if names_a_folder(name):
             return f"no such task folder {name!r}"
         return None  # a task name, checked against mteb's registry by the recipe loader
     from harness.data.offline.tables import _read_options
@@ -158,13 +156,16 @@ def check_recipe(recipe: Recipe) -> int:
     """Raise a HarnessError for the first path or model in any variant that cannot work.
 
     Returns how many distinct values were checked (for `--dry-run`'s summary)."""
+    from harness.references import Resolver
+
     seen: set[str] = set()
-    for variant in recipe.variants:
-        for key, problem in config_problems(variant.config):
-            axis = _overridden(variant.overrides, key)
-            where = f"key `base.{key}`" if axis is None else f"variant {variant.name!r}, key `{axis}`"
-            raise HarnessError(f"{recipe.path}: {where}: {problem}")
-        seen.update(_checked_values(variant.config))
+    with Resolver.for_recipe(recipe.path).active():
+        for variant in recipe.variants:
+            for key, problem in config_problems(variant.config):
+                axis = _overridden(variant.overrides, key)
+                where = f"key `base.{key}`" if axis is None else f"variant {variant.name!r}, key `{axis}`"
+                raise HarnessError(f"{recipe.path}: {where}: {problem}")
+            seen.update(_checked_values(variant.config))
     return len(seen)
 
 

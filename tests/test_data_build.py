@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.data.build import data_build, parse_shard
+from harness.data_build import data_build, parse_shard
 from harness.errors import HarnessError
 
 from .conftest import REPO, write

@@ -31,14 +31,16 @@ variants:
 
 def test_a_recipe_filters_with_its_own_trained_base_as_teacher(tmp_path: Path, fresh_cache: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.references import Resolver
     from harness.stages import data_stage, train_stage
 
     recipe_path = write(tmp_path / "teachy.yaml", RECIPE.format(name="teachy"))
     recipe = load_recipe(recipe_path)
     base, arm = recipe.variants
-    base_train = train_stage(base.run_config(0))
-    # The teacher's train-stage hash is part of the arm's data-stage key.
-    arm_data = data_stage(arm.run_config(0))
+    with Resolver.for_recipe(recipe_path).active():  # what `ablate` puts in effect for its recipe
+        base_train = train_stage(base.run_config(0))
+        # The teacher's train-stage hash is part of the arm's data-stage key.
+        arm_data = data_stage(arm.run_config(0))
     assert arm_data.key["data"]["filter"]["teacher"] == {"variant": "variant:teachy/base@0",
                                                          "train_stage": base_train.hash}
 

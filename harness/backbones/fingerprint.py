@@ -84,11 +84,11 @@ def backbone_identity(spec: str) -> dict[str, Any]:
     upgraded package or transformers' init change is seen; Hub ids are keyed by name; a trained
     variant (`variant:RECIPE/VARIANT`) by its train-stage hash.
     """
-    from harness import references
     from harness.backbones import resolve_path
+    from harness.refsyntax import is_reference, resolver_for
 
-    if references.is_reference(spec):  # keyed by its train stage, trained or not
-        return references.identity(spec)
+    if is_reference(spec):  # keyed by its train stage, trained or not
+        return resolver_for(spec).identity(spec)
     source = resolve_path(spec)
     if Path(source).is_dir():
         return {"spec": spec, "fingerprint": folder_fingerprint(source)}

@@ -12,7 +12,7 @@ import yaml
 from harness import atomic
 from harness.config import EvalConfig, ModelConfig
 from harness.hashing import content_hash
-from harness.stages import Stage
+from harness.stages import Stage, precisions_to_try
 
 RANDOM_BASELINE = "mteb/baseline-random-encoder"
 RANDOM_ALIASES = {"random", "baseline-random", "baseline-random-encoder", RANDOM_BASELINE}
@@ -36,7 +36,6 @@ def slug(spec: str) -> str:
 
 def evaluate_baseline(spec: str, model: ModelConfig, eval_config: EvalConfig, results_root: Path, *,
                       log: Any = print, show_progress: bool = True) -> Path:
-    from harness.devices import resolve_device, resolve_precision
     from harness.evaluate.cached import publish_mteb_results, run_cached_eval
     from harness.evaluate.resolve import eval_revision, resolve_tasks
 
@@ -44,11 +43,11 @@ def evaluate_baseline(spec: str, model: ModelConfig, eval_config: EvalConfig, re
     identity = {"spec": RANDOM_BASELINE} if is_random else model_identity(spec, model)
     model_hash = content_hash(identity)
     tasks = resolve_tasks(eval_config)
-    device = resolve_device(eval_config.device)
-    precision = resolve_precision(eval_config.bf16, device)
+    # this machine's precision, resolved by the same rule as an ablate's eval stages
+    precision = precisions_to_try(eval_config.bf16, eval_config.device)[0]
     stages = {name: Stage("eval", {"baseline": model_hash, "task": name,
                                    "revision": eval_revision(task),
-                                   "precision": precision.name})
+                                   "precision": precision})
               for name, task in tasks.items()}
 
     def make_encoder() -> Any:

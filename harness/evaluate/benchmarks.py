@@ -8,7 +8,6 @@ loading their data is a separate step that needs the Hub.
 from __future__ import annotations
 
 import difflib
-import os
 from functools import lru_cache
 from typing import Any
 
@@ -86,7 +85,9 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     """One HEAD request to the configured endpoint, so an unreachable Hub fails in seconds instead
     of a 70-second retry loop, and a mirror (`HF_ENDPOINT`) is probed instead of huggingface.co.
     Through huggingface_hub's own session, so its proxy and certificate settings apply too."""
-    if os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}:  # huggingface_hub's reading
+    from harness.hub import hub_offline
+
+    if hub_offline():
         return False
     import huggingface_hub
 
@@ -101,17 +102,11 @@ def require_hub_data(task: Any) -> None:
     """Fail at once, with a clear message, when a Hub-hosted task's data cannot be had."""
     if hub_reachable():
         return
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
-    # huggingface_hub and datasets read these at import time; flip their constants as well,
-    # or the client still retries with back-off for ~30 s.
-    import datasets.config
-    import huggingface_hub.constants
+    from harness.hub import offline
 
-    huggingface_hub.constants.HF_HUB_OFFLINE = True
-    datasets.config.HF_HUB_OFFLINE = True
     try:
-        task.load_data()
+        with offline():  # from the local cache only: no ~30 s retry loop against an unreachable Hub
+            task.load_data()
     except Exception as exc:  # noqa: BLE001 - any loader failure means "not available offline"
         path = task.metadata.dataset.get("path")
         raise HarnessError(

@@ -69,6 +69,13 @@ def eval_revision(task: Any) -> str:
     return f"{revision}+subsets-{content_hash(sorted(kept))}"
 
 
+def names_a_folder(name: str) -> bool:
+    """An `eval.tasks` entry written as a path: never an mteb task name (those have no `/`)."""
+    from harness.paths import looks_like_path
+
+    return looks_like_path(name) or "/" in name
+
+
 def check_names(config: EvalConfig) -> None:
     """Validate names against local metadata only (mteb is imported only for non-harness names)."""
     from harness.evaluate.tasks import REGISTRY, is_task_folder
@@ -80,7 +87,7 @@ def check_names(config: EvalConfig) -> None:
     from harness.evaluate.benchmarks import get_benchmark, get_mteb_task
 
     for name in foreign:
-        if name.startswith((".", "/", "~")) or "/" in name:  # a path, never an mteb task name
+        if names_a_folder(name):
             raise HarnessError(f"no such task folder {name!r} (a table-matching task folder holds task.yaml)")
         get_mteb_task(name)
     for name in config.benchmarks:
@@ -109,7 +116,7 @@ def _folder_task_name(folder: str) -> str:
     """A folder task's name as its task.yaml gives it (read without loading its tables)."""
     from pathlib import Path
 
-    import yaml
+    from harness.yamlio import read_yaml
 
-    meta = yaml.safe_load((Path(folder).expanduser() / "task.yaml").read_text(encoding="utf-8")) or {}
+    meta = read_yaml(Path(folder).expanduser() / "task.yaml", what="task")  # the recipe loader's guards
     return str(meta.get("name") or Path(folder).name)

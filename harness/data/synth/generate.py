@@ -38,6 +38,7 @@ from harness.data.synth.prompts import (
 )
 from harness.errors import HarnessError
 from harness.hashing import content_hash
+from harness.paths import looks_like_path
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _MAX_JSON_STARTS = 64  # JSON start candidates tried per answer (bounds work on long garbage)
@@ -219,8 +220,9 @@ def _personas_from_hub(dataset_id: str, subset: str | None, column: str) -> list
     try:
         loaded = datasets.load_dataset(dataset_id, subset, split="train")
     except Exception as exc:  # datasets raises many types (offline, not found, bad config): report one way
-        offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = " The Hub is switched off (HF_*_OFFLINE=1): pass a local file or saved folder." if offline else ""
+        from harness.hub import datasets_offline
+
+        hint = " The Hub is switched off (HF_*_OFFLINE=1): pass a local file or saved folder." if datasets_offline() else ""
         raise HarnessError(f"personas {dataset_id!r} (subset {subset!r}) could not be loaded: {exc}.{hint}") from None
     return _column(loaded, column, f"{dataset_id}:{subset}")
 
@@ -244,7 +246,7 @@ def load_personas(
         texts = _personas_from_saved_dataset(path, column)
     elif path.is_file():
         texts = _personas_from_file(path, column)
-    elif path_or_dataset.startswith((".", "/", "~")) or path.suffix in {".txt", ".jsonl", ".json"}:
+    elif looks_like_path(path_or_dataset) or path.suffix in {".txt", ".jsonl", ".json"}:
         raise HarnessError(f"personas {path_or_dataset!r}: no such file or folder")
     else:
         texts = _personas_from_hub(path_or_dataset, subset, column)

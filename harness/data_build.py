@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.recipe import Recipe
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -51,13 +54,22 @@ def data_build(recipe_path: str | Path, *, variant: str | None = None, shard: tu
     `shard=(i, n)`: only encode shard i of n of each filtered variant's teacher pass and return.
     Under torchrun (WORLD_SIZE > 1) every rank encodes its shard, rank 0 writes the stages.
     """
-    from harness.data.mix import encode_shard
     from harness.recipe import load_recipe
-    from harness.stages import data_stage
-    from harness.train.distributed import barrier, init_from_env
-    from harness.train.stage import build_data
+    from harness.references import Resolver
 
     recipe = load_recipe(recipe_path)
+    with Resolver.for_recipe(recipe.path).active():
+        return _build(recipe, variant, shard, show_progress, log)
+
+
+def _build(recipe: Recipe, variant: str | None, shard: tuple[int, int] | None, show_progress: bool,
+           log: Callable[[str], None]) -> list[dict[str, Any]]:
+    from harness.data.mix import encode_shard
+    from harness.distributed import barrier, init_from_env
+    from harness.stages import data_stage
+    from harness.train.stage import build_data
+
+    recipe_path = recipe.path
     variants = recipe.variants
     if variant is not None:
         variants = [v for v in variants if v.name == variant]

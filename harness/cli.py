@@ -291,8 +291,10 @@ def cmd_export_mteb(args: argparse.Namespace) -> int:
 def cmd_tasks(args: argparse.Namespace) -> int:
     from harness.evaluate.tasks import REGISTRY
 
+    name_width = max(map(len, REGISTRY))
+    type_width = max(len(entry.task_type) for entry in REGISTRY.values())
     for name, entry in sorted(REGISTRY.items()):
-        print(f"{name:28s} {entry.task_type:14s} {entry.description}")
+        print(f"{name:{name_width}s} {entry.task_type:{type_width}s} {entry.description}")
     return 0
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from harness.data.offline.table_matching import COLUMN_MATCHING, TUPLE_MATCHING
 from harness.errors import HarnessError
+from harness.evaluate.suite_tasks import SUITE_TASKS
 from harness.evaluate.table_tasks import TABLE_TASKS, build_table_task
 from harness.evaluate.task_common import GENERAL_METADATA, RETRIEVAL_K_VALUES, HarnessTask
 from harness.hashing import content_hash
@@ -125,6 +126,7 @@ def _table_entries() -> dict[str, HarnessTask]:
 
 
 REGISTRY.update(_table_entries())
+REGISTRY.update(SUITE_TASKS)
 # Instructions of tasks built from a user's folder (table-matching format), by task name.
 _FOLDER_INSTRUCTIONS: dict[str, str] = {}
 

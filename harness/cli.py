@@ -82,7 +82,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def dry_run_text(recipe: Recipe, plans: list[RunPlan]) -> str:
-    lines = [f"recipe {recipe.name} ({recipe.path}), mode {recipe.mode}, seeds {recipe.seeds}",
+    lines = [f"recipe {recipe.name} ({recipe.path}), mode {recipe.mode}, seeds {recipe.seeds} "
+             f"(seed scope {recipe.seed_scope})",
              f"{len(recipe.variants)} variants, {len(plans)} runs", ""]
     for p in plans:
         cached = p.cached()

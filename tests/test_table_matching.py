@@ -241,7 +241,7 @@ def test_tuple_rows_by_index_and_default_candidates(tmp_path: Path) -> None:
     ("queries.csv", "query_id,table,column\nq1,cius_2019.csv,county\n",
      r"queries\.csv:2: table 'cius_2019\.csv' has no column 'county'"),
     ("matches.csv", "query_id,candidate_id\nq1,saus/2020.csv:County\n",
-     r"matches\.csv: 1 query id\(s\) without a match, e\.g\. 'q2'"),
+     r"queries\.csv:3: query_id 'q2' has no row in .*matches\.csv"),
     ("matches.csv", "query_id,candidate_id\nq1,saus/2020.csv:County\nq2,saus/2020.csv:Pop\n",
      r"matches\.csv:3: unknown candidate_id 'saus/2020\.csv:Pop'"),
     ("matches.csv", "query_id,candidate_id\nq1,saus/2020.csv:County\nq9,saus/2020.csv:County\n",

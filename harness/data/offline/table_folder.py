@@ -147,6 +147,7 @@ class _Item:
     table: str
     ref: str  # column header, or row reference (index or key value)
     text: str = ""
+    line: int = 0  # where it is defined (queries.csv / candidates.csv); 0 = a default candidate
 
 
 @dataclass
@@ -231,7 +232,7 @@ def _items(csv_file: _CsvFile, id_column: str, ref_column: str, tables: _Tables,
     first_line: dict[str, int] = {}
     for line, values in csv_file.rows:
         where = f"{csv_file.path}:{line}"
-        item = _Item(values[id_column], values["table"], values[ref_column])
+        item = _Item(values[id_column], values["table"], values[ref_column], line=line)
         if item.id in items:
             raise HarnessError(f"{where}: duplicate {id_column} {item.id!r} (first on line {first_line[item.id]})")
         item.text = tables.text(item, kind, where)
@@ -306,11 +307,16 @@ def load_table_task(folder: str | Path) -> TableMatchingData:
             raise HarnessError(f"{where}: relevance must be a positive integer, got {relevance!r}")
         if cid in qrels.get(qid, {}):
             raise HarnessError(f"{where}: duplicate match {qid!r} -> {cid!r}")
+        query, candidate = queries[qid], candidates[cid]
+        if (query.table, query.ref) == (candidate.table, candidate.ref):
+            raise HarnessError(f"{where}: query {qid!r} is matched to candidate {cid!r}, which is the same {kind} "
+                               f"({query.table}: {query.ref}); a query cannot be its own match")
         qrels.setdefault(qid, {})[cid] = int(relevance)
-    unmatched = [qid for qid in queries if qid not in qrels]
+    unmatched = [query for qid, query in queries.items() if qid not in qrels]
     if unmatched:
-        raise HarnessError(f"{matches.path}: {len(unmatched)} query id(s) without a match, e.g. {unmatched[0]!r}; "
-                           "every query in queries.csv needs at least one row in matches.csv")
+        more = f" (and {len(unmatched) - 1} more)" if len(unmatched) > 1 else ""
+        raise HarnessError(f"{folder / 'queries.csv'}:{unmatched[0].line}: query_id {unmatched[0].id!r} has no row in "
+                           f"{matches.path}{more}; every query needs at least one match")
     return TableMatchingData(
         name=options.name, kind=kind,
         queries=[(q.id, q.text) for q in queries.values()],

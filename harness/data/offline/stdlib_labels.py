@@ -21,7 +21,7 @@ from harness.data.offline.stdlib_code import CodePair, stdlib_code_pairs
 MIN_ITEMS_PER_LABEL = 16  # mteb samples 8 per label for its classifier; as many again to test on
 RERANK_CANDIDATES = 10
 RERANK_MAX_QUERIES = 200
-MIN_MODULE_FUNCTIONS = 5  # a reranking query needs siblings to rank against
+MIN_MODULE_FUNCTIONS = RERANK_CANDIDATES  # every query ranks a full candidate list of its siblings
 
 
 def _rank(*parts: str) -> str:

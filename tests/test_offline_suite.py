@@ -143,3 +143,17 @@ def test_minilm_scores_every_new_type_with_units(tmp_path: Path) -> None:
         assert len(units) >= 20, name
         if entry.task_type in ("Classification", "Clustering", "Reranking"):  # decomposes over units
             assert units["value"].mean() == pytest.approx(main, abs=1e-4), name
+
+
+def test_no_new_task_shares_a_text_with_the_offline_training_sources() -> None:
+    """Held out for real: no eval text of the new tasks is (after normalisation) a training text of
+    stdlib-code, cldr-bitext, febrl-tuples or table-columns."""
+    from harness.config import SourceConfig
+    from harness.data.contamination import contamination_report
+    from harness.data.mix import read_source
+    from harness.evaluate.tasks import get_task
+
+    texts = [text for kind in ("stdlib-code", "cldr-bitext", "febrl-tuples", "table-columns")
+             for row in read_source(kind, SourceConfig(kind=kind)) for text in (row.query, *row.pos, *row.neg)]
+    report = contamination_report(texts, {name: get_task(name) for name in SUITE_TASKS}, near_duplicates=False)
+    assert {name: r["exact"]["distinct"] for name, r in report["tasks"].items()} == dict.fromkeys(SUITE_TASKS, 0)

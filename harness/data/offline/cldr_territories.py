@@ -39,15 +39,20 @@ def territory_names(split: Split = "test") -> list[TerritoryName]:
     """Every distinct name of the split's territories in LANGS, sorted by (territory, lang).
 
     A name already taken (by another language, or another territory) is skipped, so each text
-    has one label.
+    has one label; so is a name the other split's bitext pairs contain for another item (Somali
+    "Giriik" is Greece and Greek), so a held-out name is never a training text.
     """
     from babel import Locale
+
+    from harness.data.offline.cldr_bitext import cldr_bitext
 
     english = Locale.parse(ENGLISH)
     codes = sorted(c for c in english.territories if re.fullmatch(r"[A-Z]{2}", c)
                    and split_of(f"territory:{c}") == split and continent_of(c))
     locales = {lang: Locale.parse(lang) for lang in LANGS}
-    seen: set[str] = set()
+    other_split: Split = "train" if split == "test" else "test"
+    seen = {text for pairs in cldr_bitext(other_split, DEFAULT_LANGS).values() for p in pairs
+            for text in (p.english, p.other)}
     names = []
     for code in codes:
         for lang in LANGS:

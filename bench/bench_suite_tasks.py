@@ -5,7 +5,7 @@ fresh encoder (no embedding memo shared between tasks) through the harness's own
 `evaluate_task` (mteb.evaluate + per-unit extraction), after one warm-up pass over all tasks.
 Prints, per task, the median CPU time of this process and of the wall clock, and both as ratios to
 HarnessCodeRetrieval: on a shared machine the CPU-time ratio is the one to trust.
-    python bench/bench_suite_tasks.py [--repeats 3] [--tasks A B ...]
+    python bench/bench_suite_tasks.py [--repeats 3] [--tasks A B ...] [--languages amh hau ...]
 """
 
 from __future__ import annotations
@@ -31,12 +31,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(OFFLINE_TASKS), help="harness tasks (default: all)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per task")
+    parser.add_argument("--languages", nargs="+", default=None,
+                        help="as eval.languages (the quickstart's: amh hau ibo yor swh xho zul gaz som kin)")
     args = parser.parse_args()
 
     import torch
 
     from harness.config import ModelConfig
     from harness.evaluate.encoder import HarnessEncoder
+    from harness.evaluate.resolve import restrict_languages
     from harness.evaluate.run import evaluate_task
     from harness.evaluate.tasks import get_task
     from harness.model import Embedder
@@ -46,6 +49,8 @@ def main() -> None:
                          passage_max_length=32)
     embedder = Embedder.from_config(config).eval()
     tasks = {name: get_task(name) for name in names}
+    for task in tasks.values():
+        restrict_languages(task, args.languages)
     print(f"cpu capability: {torch.backends.cpu.get_cpu_capability()}, threads: {torch.get_num_threads()}, "
           f"minilm float32, repeats {args.repeats}")
 

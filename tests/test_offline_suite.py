@@ -43,7 +43,8 @@ def test_docstring_classification_is_held_out_and_labelled_by_package() -> None:
             assert (item.text, item.label) == (pair.query, package_of(pair.module))
     assert not {x.id for x in halves["train"]} & {x.id for x in halves["test"]}
     assert {x.label for x in halves["train"]} == {x.label for x in halves["test"]}
-    assert min(Counter(x.label for h in halves.values() for x in h).values()) >= 16
+    per_label = Counter(x.label for h in halves.values() for x in h).values()
+    assert min(per_label) >= 16 and max(per_label) <= 32
 
 
 def test_code_reranking_candidates_are_the_module_siblings() -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from harness.data.offline.stdlib_code import CodePair, stdlib_code_pairs
 
 MIN_ITEMS_PER_LABEL = 16  # mteb samples 8 per label for its classifier; as many again to test on
+MAX_ITEMS_PER_LABEL = 32  # keeps labels balanced (turtle alone has 110) and the task quick to embed
 RERANK_CANDIDATES = 10
 RERANK_MAX_QUERIES = 200
 MIN_MODULE_FUNCTIONS = RERANK_CANDIDATES  # every query ranks a full candidate list of its siblings
@@ -43,8 +44,9 @@ class LabelledText:
 def docstring_classification() -> dict[str, list[LabelledText]]:
     """{"train": ..., "test": ...} for the classifier (both from held-out modules), sorted by id.
 
-    Labels with fewer than MIN_ITEMS_PER_LABEL docstrings are dropped; the halves split by a hash of
-    the function id, so a function is in exactly one.
+    Labels with fewer than MIN_ITEMS_PER_LABEL docstrings are dropped, larger ones keep
+    MAX_ITEMS_PER_LABEL picked by hash; the halves split by a hash of the function id, so a
+    function is in exactly one.
     """
     by_label: dict[str, list[CodePair]] = defaultdict(list)
     for pair in stdlib_code_pairs("test"):
@@ -53,7 +55,7 @@ def docstring_classification() -> dict[str, list[LabelledText]]:
     for label, pairs in sorted(by_label.items()):
         if len(pairs) < MIN_ITEMS_PER_LABEL:
             continue
-        for pair in pairs:
+        for pair in sorted(pairs, key=lambda p: _rank("sample", p.id))[:MAX_ITEMS_PER_LABEL]:
             half = "test" if int(_rank("classifier", pair.id), 16) % 2 else "train"
             halves[half].append(LabelledText(pair.id, pair.query, label))
     return {half: sorted(items, key=lambda x: x.id) for half, items in halves.items()}

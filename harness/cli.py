@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "folder, or 'random' for mteb's baseline-random-encoder) on tasks or mteb "
                                    "benchmarks; write results/baselines/<model>/ and regenerate the leaderboard.")
     p.add_argument("model", help="model spec")
-    p.add_argument("--benchmark", action="append", help='mteb benchmark name, repeatable: "MTEB(eng, v2)", AfriMTEB-Lite, …')
+    p.add_argument("--benchmark", action="append", help='mteb benchmark name, repeatable: "MTEB(eng, v2)", AfriMTEB-Lite, "Harness(offline, v1, lite)", …')
     p.add_argument("--tasks", nargs="+", help="harness or mteb task names")
     p.add_argument("--languages", nargs="+", metavar="LANG",
                    help="keep only these languages' subsets of multilingual tasks (ISO 639-3, e.g. amh hau yor), "

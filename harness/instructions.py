@@ -14,5 +14,6 @@ TERRITORY_CLUSTERING = "Identify the continent and the country or territory a na
 SOURCE_INSTRUCTIONS: dict[str, str | None] = {
     "stdlib-code": CODE_RETRIEVAL,
     "cldr-bitext": None,
+    "febrl-pairs": None,  # symmetric: two records of one person
     "flag-jsonl": None,  # FlagEmbedding rows carry their own instruction, if any
 }

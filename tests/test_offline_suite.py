@@ -148,13 +148,13 @@ def test_minilm_scores_every_new_type_with_units(tmp_path: Path) -> None:
 
 def test_no_new_task_shares_a_text_with_the_offline_training_sources() -> None:
     """Held out for real: no eval text of the new tasks is (after normalisation) a training text of
-    stdlib-code, cldr-bitext, febrl-tuples or table-columns."""
+    stdlib-code, cldr-bitext, febrl-tuples, febrl-pairs or table-columns."""
     from harness.config import SourceConfig
     from harness.data.contamination import contamination_report
     from harness.data.mix import read_source
     from harness.evaluate.tasks import get_task
 
-    texts = [text for kind in ("stdlib-code", "cldr-bitext", "febrl-tuples", "table-columns")
+    texts = [text for kind in ("stdlib-code", "cldr-bitext", "febrl-tuples", "febrl-pairs", "table-columns")
              for row in read_source(kind, SourceConfig(kind=kind)) for text in (row.query, *row.pos, *row.neg)]
     report = contamination_report(texts, {name: get_task(name) for name in SUITE_TASKS}, near_duplicates=False)
     assert {name: r["exact"]["distinct"] for name, r in report["tasks"].items()} == dict.fromkeys(SUITE_TASKS, 0)

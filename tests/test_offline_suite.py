@@ -13,7 +13,7 @@ import pytest
 from harness.config import EvalConfig
 from harness.data.offline import cldr_bitext, stdlib_code
 from harness.data.offline.cldr_territories import continent_of, territory_names
-from harness.data.offline.febrl import FEBRL_COLUMNS, febrl_split_of, record_pairs
+from harness.data.offline.febrl import FEBRL_COLUMNS, PAIRS_PER_KIND, febrl_split_of, record_pairs
 from harness.data.offline.stdlib_labels import RERANK_CANDIDATES, code_reranking, docstring_classification, package_of
 from harness.evaluate.benchmarks import HARNESS_BENCHMARKS, OFFLINE_TASKS, benchmark_names
 from harness.evaluate.resolve import resolve_tasks, task_names
@@ -70,7 +70,7 @@ def test_territory_clustering_labels_and_split() -> None:
 @pytest.mark.parametrize("dataset", ["febrl2", "febrl3"])
 def test_febrl_record_pairs_labels_come_from_links_and_fields(dataset: str) -> None:
     pairs = record_pairs(dataset, "test")
-    assert Counter(p.label for p in pairs) == {0: 400, 1: 200}
+    assert Counter(p.label for p in pairs) == {0: 2 * PAIRS_PER_KIND, 1: PAIRS_PER_KIND}
 
     def fields(text: str) -> dict[str, str]:
         return dict(part.split(": ", 1) for part in text.split("; "))

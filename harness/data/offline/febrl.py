@@ -70,7 +70,7 @@ def febrl_tuple_matching(split: Split) -> TableMatchingData:
 # FEBRL2 / FEBRL3: record pairs for pair classification and graded similarity (STS). Neither file
 # is used by any training source; both still split by the original record (rec-<n>), like FEBRL4.
 
-PAIRS_PER_KIND = 200
+PAIRS_PER_KIND = 150
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def dry_run_text(recipe: Recipe, plans: list[RunPlan]) -> str:
-    lines = [f"recipe {recipe.name} ({recipe.path}), mode {recipe.mode}, seeds {recipe.seeds}",
+    lines = [f"recipe {recipe.name} ({recipe.path}), mode {recipe.mode}, seeds {recipe.seeds} "
+             f"(seed scope {recipe.seed_scope})",
              f"{len(recipe.variants)} variants, {len(plans)} runs", ""]
     for p in plans:
         cached = p.cached()
@@ -290,8 +291,10 @@ def cmd_export_mteb(args: argparse.Namespace) -> int:
 def cmd_tasks(args: argparse.Namespace) -> int:
     from harness.evaluate.tasks import REGISTRY
 
+    name_width = max(map(len, REGISTRY))
+    type_width = max(len(entry.task_type) for entry in REGISTRY.values())
     for name, entry in sorted(REGISTRY.items()):
-        print(f"{name:28s} {entry.task_type:14s} {entry.description}")
+        print(f"{name:{name_width}s} {entry.task_type:{type_width}s} {entry.description}")
     return 0
 
 
@@ -342,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "folder, or 'random' for mteb's baseline-random-encoder) on tasks or mteb "
                                    "benchmarks; write results/baselines/<model>/ and regenerate the leaderboard.")
     p.add_argument("model", help="model spec")
-    p.add_argument("--benchmark", action="append", help='mteb benchmark name, repeatable: "MTEB(eng, v2)", AfriMTEB-Lite, …')
+    p.add_argument("--benchmark", action="append", help='mteb benchmark name, repeatable: "MTEB(eng, v2)", AfriMTEB-Lite, "Harness(offline, v1, lite)", …')
     p.add_argument("--tasks", nargs="+", help="harness or mteb task names")
     p.add_argument("--languages", nargs="+", metavar="LANG",
                    help="keep only these languages' subsets of multilingual tasks (ISO 639-3, e.g. amh hau yor), "

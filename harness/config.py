@@ -31,7 +31,7 @@ BF16 = Annotated[bool, Strict()] | Literal["auto"]
 BF16_HELP = ("bf16 autocast: auto = only where the device runs bf16 natively (CUDA with bf16 support, a CPU with "
              "AVX512_BF16/AMX or a calibration showing bf16 no slower than float32), true = always, false = never")
 
-SourceKind = Literal["stdlib-code", "cldr-bitext", "febrl-tuples", "table-columns", "flag-jsonl", "parquet",
+SourceKind = Literal["stdlib-code", "cldr-bitext", "febrl-tuples", "febrl-pairs", "table-columns", "flag-jsonl", "parquet",
                      "hf-dataset", "synth"]
 PATH_KINDS = {"flag-jsonl", "parquet"}
 

@@ -106,10 +106,10 @@ def task_folder_problem(name: str) -> str | None:
         if names_a_folder(name):
             return f"no such task folder {name!r}"
         return None  # a task name, checked against mteb's registry by the recipe loader
-    from harness.data.offline.tables import _read_options
+    from harness.data.offline.table_folder import read_options
 
     try:
-        _read_options(folder / "task.yaml")  # checks its keys, including a safe task name
+        read_options(folder / "task.yaml")  # checks its keys, including a safe task name
     except HarnessError as exc:
         return str(exc)
     for needed in ("tables", "queries.csv", "matches.csv"):

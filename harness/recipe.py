@@ -31,6 +31,10 @@ _read_yaml = read_yaml
 _pydantic_message = pydantic_message
 
 CONTROL_NAME = "base"
+# What a recipe's seed varies: the training run only (init of new heads, batch order, dropout), or
+# also the data stage (`data.seed`: per-source sampling, random hard-negative mining). See README.
+SeedScope = Literal["train", "train+data"]
+DEFAULT_SEED_SCOPE: SeedScope = "train"
 # Config paths whose children are free-form names (a new key there adds an entry).
 OPEN_MAPPINGS = {("data", "sources")}
 # Limits far above any real recipe (KaLM's 70-dataset recipe has ~1,500 YAML values).
@@ -53,6 +57,7 @@ class RecipeFile(BaseModel):
     seeds: list[Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)]] | None = Field(
         None, min_length=1, max_length=MAX_SEEDS)
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    seed_scope: SeedScope | None = None  # None: the parent's (extends), else DEFAULT_SEED_SCOPE
 
     @field_validator("seeds")
     @classmethod
@@ -71,10 +76,15 @@ class Variant:
     overrides: dict[str, Any]
     config: VariantConfig
     hash: str
+    seed_scope: SeedScope = "train"
 
     def run_config(self, seed: int) -> VariantConfig:
+        """The config of one run: the seed sets `train.seed`, and with seed scope `train+data` also
+        `data.seed` (sampling, de-duplication order, random negative mining)."""
         cfg = self.config.model_copy(deep=True)
         cfg.train.seed = seed
+        if self.seed_scope == "train+data":
+            cfg.data.seed = seed
         return cfg
 
 
@@ -88,6 +98,7 @@ class Recipe:
     base: VariantConfig
     axes: dict[str, list[Any]]
     variants: list[Variant] = field(default_factory=list)
+    seed_scope: SeedScope = DEFAULT_SEED_SCOPE
 
     @property
     def control(self) -> Variant:
@@ -129,6 +140,8 @@ def _load_raw(path: Path, seen: tuple[Path, ...] = ()) -> tuple[RecipeFile, dict
         # back to the parent's seeds so a shared base can fix them once.
         if recipe_file.seeds is None:
             recipe_file.seeds = parent_file.seeds
+        if recipe_file.seed_scope is None:
+            recipe_file.seed_scope = parent_file.seed_scope
     return recipe_file, base
 
 
@@ -283,6 +296,13 @@ def load_recipe(path: str | Path) -> Recipe:
             _check_axis_path(path, dotted, base_dict)
 
     seeds = recipe_file.seeds or [base_config.train.seed]
+    seed_scope: SeedScope = recipe_file.seed_scope or DEFAULT_SEED_SCOPE
+    if seed_scope == "train+data":
+        for arm, overrides in [("ablate", dict.fromkeys(recipe_file.ablate)), *recipe_file.variants.items()]:
+            if "data.seed" in overrides:
+                where = "ablate" if arm == "ablate" else f"variants.{arm}"
+                raise HarnessError(f"{path}: key `{where}.data.seed`: with `seed_scope: train+data` each seed sets "
+                                   "data.seed itself; ablate it with `seed_scope: train` instead")
     variants: list[Variant] = []
     seen_names: set[str] = set()
     seen_hashes: dict[str, str] = {}
@@ -304,7 +324,7 @@ def load_recipe(path: str | Path) -> Recipe:
                 f"{path}: variants {seen_hashes[digest]!r} and {arm!r} resolve to the same config"
             )
         seen_hashes[digest] = arm
-        variants.append(Variant(name=arm, overrides=overrides, config=config, hash=digest))
+        variants.append(Variant(name=arm, overrides=overrides, config=config, hash=digest, seed_scope=seed_scope))
 
     from harness.evaluate.resolve import check_names
 
@@ -325,6 +345,7 @@ def load_recipe(path: str | Path) -> Recipe:
         description=recipe_file.description,
         mode=recipe_file.mode,
         seeds=seeds,
+        seed_scope=seed_scope,
         base=base_config,
         axes=dict(recipe_file.ablate),
         variants=variants,

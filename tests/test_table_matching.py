@@ -13,18 +13,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.data.offline import tables as tm
-from harness.data.offline.tables import (
-    FabricatedPair,
-    TableMatchingData,
-    febrl_tuple_matching,
-    load_table_task,
-    serialise_column,
-    serialise_row,
-    to_train_rows,
-    valentine_column_matching,
-    valentine_pairs,
-)
+from harness.data.offline import febrl as febrl_source
+from harness.data.offline import table_matching
+from harness.data.offline import valentine as tm
+from harness.data.offline.febrl import febrl_tuple_matching
+from harness.data.offline.table_folder import load_table_task
+from harness.data.offline.table_matching import TableMatchingData, serialise_column, serialise_row, to_train_rows
+from harness.data.offline.valentine import FabricatedPair, valentine_column_matching, valentine_pairs
 from harness.errors import HarnessError
 from harness.evaluate.table_tasks import TABLE_TASKS, build_table_task
 from tests.conftest import write
@@ -87,7 +82,7 @@ def test_febrl_text_contains_no_record_id(febrl: dict[str, TableMatchingData]) -
         for rec_id, text in data.queries + data.corpus:
             assert "rec-" not in text and rec_id not in text
             fields = [part.split(": ", 1)[0] for part in text.split("; ")]
-            assert fields and set(fields) <= set(tm.FEBRL_COLUMNS)
+            assert fields and set(fields) <= set(febrl_source.FEBRL_COLUMNS)
 
 
 def test_febrl_train_rows_pair_each_record_with_its_duplicate(febrl: dict[str, TableMatchingData]) -> None:
@@ -198,7 +193,7 @@ def _column_task(root: Path) -> Path:
 
 def test_load_column_task_with_default_candidates(tmp_path: Path) -> None:
     data = load_table_task(_column_task(tmp_path / "task"))
-    assert data.name == "TinyColumns" and data.kind == "column" and data.instruction == tm.COLUMN_MATCHING
+    assert data.name == "TinyColumns" and data.kind == "column" and data.instruction == table_matching.COLUMN_MATCHING
     queries = dict(data.queries)
     assert set(queries) == {"q1", "q2"}
     assert queries["q1"].startswith("column: county_name; values: ") and len(queries["q1"].split(", ")) == 2
@@ -246,7 +241,7 @@ def test_tuple_rows_by_index_and_default_candidates(tmp_path: Path) -> None:
     ("queries.csv", "query_id,table,column\nq1,cius_2019.csv,county\n",
      r"queries\.csv:2: table 'cius_2019\.csv' has no column 'county'"),
     ("matches.csv", "query_id,candidate_id\nq1,saus/2020.csv:County\n",
-     r"matches\.csv: 1 query id\(s\) without a match, e\.g\. 'q2'"),
+     r"queries\.csv:3: query_id 'q2' has no row in .*matches\.csv"),
     ("matches.csv", "query_id,candidate_id\nq1,saus/2020.csv:County\nq2,saus/2020.csv:Pop\n",
      r"matches\.csv:3: unknown candidate_id 'saus/2020\.csv:Pop'"),
     ("matches.csv", "query_id,candidate_id\nq1,saus/2020.csv:County\nq9,saus/2020.csv:County\n",

@@ -60,11 +60,17 @@ def _source_rows(name: str, source: SourceConfig, instruction: str | None,
                 yield TrainRow(query=p.english, pos=[p.other], task=f"cldr-bitext:{lang}", instruction=instruction,
                                source=name)
     elif source.kind in ("febrl-tuples", "table-columns"):
-        from harness.data.offline import tables
+        from harness.data.offline.febrl import febrl_tuple_matching
+        from harness.data.offline.table_matching import to_train_rows
+        from harness.data.offline.valentine import valentine_column_matching
 
-        data = tables.febrl_tuple_matching("train") if source.kind == "febrl-tuples" \
-            else tables.valentine_column_matching("train")
-        yield from tables.to_train_rows(data, source=name)
+        data = febrl_tuple_matching("train") if source.kind == "febrl-tuples" else valentine_column_matching("train")
+        yield from to_train_rows(data, source=name)
+    elif source.kind == "febrl-pairs":
+        from harness.data.offline.febrl import febrl_link_pairs
+
+        for record, linked in febrl_link_pairs("train"):
+            yield TrainRow(query=record, pos=[linked], task="febrl-pairs", instruction=instruction, source=name)
     elif source.kind == "synth":
         assert source.synth is not None
         from harness.data.synth_stage import synthesize_source

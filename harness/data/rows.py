@@ -57,6 +57,10 @@ def _texts(value: Any) -> list[str] | None:
     return None
 
 
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def row_from_record(obj: Any, where: str, task: str, source: str) -> TrainRow:
     """One training row from a FlagEmbedding record (`query`, `pos`, `neg`) or a
     sentence-transformers one (`anchor`, `positive`, `negative` / `negative_1`…)."""
@@ -76,6 +80,10 @@ def row_from_record(obj: Any, where: str, task: str, source: str) -> TrainRow:
         keys = sorted((k for k in obj if k == "negative" or k.startswith("negative_")),
                       key=lambda k: (len(k), k))
         neg = [t for k in keys for t in (_texts(obj[k]) or [])]
+    both = [text for text in neg if text in set(pos)]
+    if both:
+        raise HarnessError(f"{where}: {_short(both[0])!r} is both in 'pos' and 'neg' (a text cannot be relevant and "
+                           "a negative for the same query)")
     instruction = obj.get("instruction", obj.get("prompt"))
     if instruction is not None and not isinstance(instruction, str):
         raise HarnessError(f"{where}: 'instruction' must be a string")

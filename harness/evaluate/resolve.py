@@ -84,14 +84,15 @@ def check_names(config: EvalConfig) -> None:
     if not foreign and not config.benchmarks:
         return
     from harness.errors import HarnessError
-    from harness.evaluate.benchmarks import get_benchmark, get_mteb_task
+    from harness.evaluate.benchmarks import HARNESS_BENCHMARKS, get_benchmark, get_mteb_task
 
     for name in foreign:
         if names_a_folder(name):
             raise HarnessError(f"no such task folder {name!r} (a table-matching task folder holds task.yaml)")
         get_mteb_task(name)
     for name in config.benchmarks:
-        get_benchmark(name)
+        if name not in HARNESS_BENCHMARKS:  # harness benchmarks name registry tasks only
+            get_benchmark(name)
 
 
 def task_names(config: EvalConfig) -> list[str]:
@@ -100,8 +101,11 @@ def task_names(config: EvalConfig) -> list[str]:
 
     names = [_folder_task_name(n) if is_task_folder(n) else n for n in dict.fromkeys(config.tasks)]
     for bench_name in config.benchmarks:
-        from harness.evaluate.benchmarks import get_benchmark
+        from harness.evaluate.benchmarks import HARNESS_BENCHMARKS, get_benchmark
 
+        if bench_name in HARNESS_BENCHMARKS and config.languages is None:  # no task needs building
+            names += [t for t in HARNESS_BENCHMARKS[bench_name] if t not in names]
+            continue
         names += [t.metadata.name for t in get_benchmark(bench_name).tasks
                   if t.metadata.name not in names and _has_language(t, config.languages)]
     return names

@@ -11,12 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.data.offline.tables import (
-    TableMatchingData,
-    febrl_tuple_matching,
-    load_table_task,
-    valentine_column_matching,
-)
+from harness.data.offline.febrl import febrl_tuple_matching
+from harness.data.offline.table_folder import load_table_task
+from harness.data.offline.table_matching import TableMatchingData
+from harness.data.offline.valentine import valentine_column_matching
+from harness.evaluate.task_common import RETRIEVAL_K_VALUES
 
 MAIN_SCORE = "recall_at_10"
 
@@ -61,8 +60,6 @@ def build_table_task(data: TableMatchingData, *, reference: str | None = None) -
             queries=Dataset.from_list(queries), corpus=Dataset.from_list(corpus),
             relevant_docs=qrels, top_ranked=None)}}
         self.data_loaded = True
-
-    from harness.evaluate.tasks import RETRIEVAL_K_VALUES
 
     task_class = type(data.name, (AbsTaskRetrieval,), {"metadata": metadata, "load_data": load_data,
                                                         "k_values": RETRIEVAL_K_VALUES})

@@ -8,44 +8,16 @@ result cache can then never serve a score computed on other data (mteb2.md, pitf
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from harness.data.offline.table_matching import COLUMN_MATCHING, TUPLE_MATCHING
 from harness.errors import HarnessError
+from harness.evaluate.suite_tasks import SUITE_TASKS
+from harness.evaluate.table_tasks import TABLE_TASKS, build_table_task
+from harness.evaluate.task_common import GENERAL_METADATA, RETRIEVAL_K_VALUES, HarnessTask
 from harness.hashing import content_hash
 from harness.instructions import CODE_RETRIEVAL
-
-_GENERAL: dict[str, Any] = {
-    "category": "t2t",
-    "eval_splits": ["test"],
-    "date": ("2001-01-01", "2026-01-01"),
-    "dialect": ["Written"],
-    "task_subtypes": [],
-    "annotations_creators": "derived",
-    "modalities": ["text"],
-    "sample_creation": "found",
-    "bibtex_citation": "",
-}
-
-
-# mteb's default adds @1000, which makes it keep (and write to the prediction file) the top 1000
-# documents of every query: ~1M scores as JSON per task here, most of an eval's time for a small
-# model. The harness reads @10 per query (units.py) and the corpora are ~1000 documents.
-RETRIEVAL_K_VALUES = (1, 3, 5, 10, 20, 100)
-
-
-@dataclass(frozen=True)
-class HarnessTask:
-    """A registry entry: how to build the task, and its query-side instruction (if any)."""
-
-    name: str
-    task_type: str
-    build: Callable[[], Any]
-    instruction: str | None
-    description: str
-
 
 @lru_cache(maxsize=None)
 def _code_retrieval_data() -> tuple[list[dict[str, str]], list[dict[str, str]], dict[str, dict[str, int]]]:
@@ -79,7 +51,7 @@ def build_code_retrieval() -> Any:
             main_score="ndcg_at_10",
             domains=["Programming", "Written"],
             license="https://docs.python.org/3/license.html",
-            **_GENERAL,
+            **GENERAL_METADATA,
         )
 
         def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
@@ -117,7 +89,7 @@ def build_cldr_bitext() -> Any:
             main_score="f1",
             domains=["Written"],
             license="https://www.unicode.org/license.txt",
-            **_GENERAL,
+            **GENERAL_METADATA,
         )
 
         def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
@@ -142,9 +114,6 @@ REGISTRY: dict[str, HarnessTask] = {
 
 
 def _table_entries() -> dict[str, HarnessTask]:
-    from harness.data.offline.tables import COLUMN_MATCHING, TUPLE_MATCHING
-    from harness.evaluate.table_tasks import TABLE_TASKS, build_table_task
-
     described = {
         "HarnessFEBRLTupleMatching": ("FEBRL4 person records: file A record -> its duplicate in file B "
                                       "(tuple matching)", TUPLE_MATCHING),
@@ -157,6 +126,7 @@ def _table_entries() -> dict[str, HarnessTask]:
 
 
 REGISTRY.update(_table_entries())
+REGISTRY.update(SUITE_TASKS)
 # Instructions of tasks built from a user's folder (table-matching format), by task name.
 _FOLDER_INSTRUCTIONS: dict[str, str] = {}
 
@@ -170,8 +140,7 @@ def is_task_folder(name: str) -> bool:
 def get_task(name: str) -> Any:
     """Build a harness task by name, or a table-matching task from a folder (docs/table-matching.md)."""
     if is_task_folder(name):
-        from harness.data.offline.tables import load_table_task
-        from harness.evaluate.table_tasks import build_table_task
+        from harness.data.offline.table_folder import load_table_task
 
         data = load_table_task(name)
         _FOLDER_INSTRUCTIONS[data.name] = data.instruction

@@ -13,7 +13,7 @@ from tabulate import tabulate
 
 from harness import atomic
 from harness.report.results import Skipped, load_scores, read_json, skipped_markdown
-from harness.report.stats import significance_mark
+from harness.report.families import significance_mark
 
 HEADER = """# Leaderboard
 
@@ -23,7 +23,9 @@ Scores are main scores x100, averaged over training seeds; `Mean(Task)` averages
 evaluated on. Within a recipe, `Δ` is the difference of `Mean(Task)` from that recipe's control (`base`).
 Marks: `*` p<0.05, `**` p<0.01, `***` p<0.001 against the recipe's control after Holm correction across the
 recipe's variants — per task (paired tests on per-unit scores) and, on `Δ`, across tasks (Wilcoxon);
-see each recipe's report for the tests, CIs and minimum detectable effects.
+see each recipe's report for the tests, CIs and minimum detectable effects. A mark belongs to the test of
+the metric its column names: where a task was tested on a per-unit metric other than its main score, the
+column header says `marks: <unit metric>` (e.g. bitext mining's F1 is marked from per-sentence `hit`).
 """
 
 
@@ -37,6 +39,33 @@ def _significance(results_root: Path, recipe: str, skipped: list[Skipped]) -> di
         skipped.append(Skipped(path, f"{problem or 'not a mapping'}; this recipe's rows carry no marks"))
         return {}
     return {variant: entry for variant, entry in data.items() if isinstance(entry, dict)}
+
+
+def _tested_metrics(significance: dict[str, dict[str, Any]], metric: pd.Series,
+                    source: pd.Series) -> dict[str, str]:
+    """Column -> the unit metric its marks come from, where that is not the column's main metric."""
+    tested: dict[str, set[str]] = {}
+    for entries in significance.values():
+        for variant, entry in entries.items():
+            for task, result in (entry.get("tasks") or {}).items() if isinstance(entry.get("tasks"), dict) else []:
+                if isinstance(result, dict) and isinstance(result.get("unit_metric"), str):
+                    tested.setdefault(task, set()).add(result["unit_metric"])
+    out = {}
+    for column, task in source.items():
+        names = sorted(tested.get(task, set()) - {metric[column]})
+        if names:
+            out[column] = ", ".join(names)
+    return out
+
+
+def _untested_notes(significance: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per recipe task without a per-task test (so it has no marks), with the reason."""
+    lines = []
+    for recipe, entries in sorted(significance.items()):
+        for task, why in sorted((entries.get("_untested") or {}).items()):
+            reason = why.get("reason") if isinstance(why, dict) else why
+            lines.append(f"- {recipe} / {task}: no per-task test ({reason})")
+    return lines
 
 
 def _mark(entry: dict[str, Any] | None) -> str:
@@ -102,8 +131,13 @@ def leaderboard_markdown(results_root: Path, out_dir: Path | None = None,
                      f"{values['Mean(Task)']:.2f}", delta,
                      *("–" if pd.isna(values[t]) else f"{values[t]:.2f}{_mark(sig.get('tasks', {}).get(source[t]))}"
                        for t in tasks)])
-    headers = ["#", "recipe", "variant", "seeds", "Mean(Task)", "Δ vs base", *(f"{t} ({metric[t]})" for t in tasks)]
+    tested = _tested_metrics(significance, metric, source)
+    headers = ["#", "recipe", "variant", "seeds", "Mean(Task)", "Δ vs base",
+               *(f"{t} ({metric[t]}; marks: {tested[t]})" if t in tested else f"{t} ({metric[t]})" for t in tasks)]
     body = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+    untested = _untested_notes(significance)
+    if untested:
+        body += "\n\nTasks without marks:\n\n" + "\n".join(untested)
     if skipped is not None:
         skipped.extend(problems)
     tail = "\n".join(skipped_markdown(problems, results_root))

@@ -232,6 +232,8 @@ def plan_recipe(recipe_dir: Path, delta: float, *, alpha: float = 0.05, power: f
     for task, entry in data.tasks.items():
         if not isinstance(entry, TaskArms) or entry.kind != "mean" or control not in entry.scores:
             continue
+        if entry.scores[control].shape[1] < 2:  # one unit: no variance to plan from
+            continue
         plans.append(plan_task(task, entry.metric, estimate_components(entry.scores, control), delta,
                                alpha=alpha, power=power))
     return plans

@@ -18,6 +18,7 @@ from harness import atomic
 from harness.errors import HarnessError
 from harness.recipe import CONTROL_NAME
 from harness.report import families, power
+from harness.report.factorial_section import factorial_lines
 from harness.report.aggregates import MISSING_RULE, mean_task_type_and_borda
 from harness.report.paired import paired_bootstrap_ci
 from harness.report.plots import axis_plot, delta_heatmap
@@ -198,6 +199,8 @@ def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[st
                       ["variant", "tasks", "mean Δ", "95% CI", "p (Wilcoxon)", "p (Holm)", "smallest p (Holm)",
                        "W/T/L", "notes"]), "",
                   "Tests used: " + "; ".join(sorted({s.p_test for s in across.values()})) + ".", ""]
+
+    lines += factorial_lines(data)
 
     plans = power.plan_recipe(recipe_dir, power.REPORT_DELTA_POINTS / 100, required=False, data=data)
     if plans:

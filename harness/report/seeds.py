@@ -131,28 +131,36 @@ def two_level_df(seed_term: float, seed_df: int, unit_term: float, unit_df: int)
     return float((guarded + unit_term) ** 2 / denominator)
 
 
-def two_level_test(control: np.ndarray, variant: np.ndarray, *, confidence: float = 0.95) -> TwoLevel:
-    """The two-level t-test of Δ = 0 on (seeds x units) matrices; at least one arm needs 2 seeds."""
+def contrast_test(matrices: Sequence[np.ndarray], weights: Sequence[float], *,
+                  confidence: float = 0.95) -> TwoLevel:
+    """The two-level t-test of a contrast sum_c w_c mean(cell c) = 0 over cells scored on the same units.
+
+    Each cell is a (seeds x units) matrix. SE² = sum_c w_c² S² / k_c + max(0, var(d) - sum_c w_c² / k_c
+    MS_resid) / n with d_u = sum_c w_c (seed-averaged cell c at u), S² and MS_resid pooled over the cells
+    with >= 2 seeds; df as ``two_level_df``. Variant vs control is the contrast (-1, +1); a grid's main
+    effects and interactions are other contrasts (``factorial``).
+    """
     from scipy import stats
 
-    c, v = np.atleast_2d(control), np.atleast_2d(variant)
-    if c.shape[1] != v.shape[1]:
-        raise ValueError(f"control has {c.shape[1]} units but the variant {v.shape[1]}; both arms must be "
-                         "scored on the same units")
-    n = c.shape[1]
+    cells = [np.atleast_2d(np.asarray(m, dtype=float)) for m in matrices]
+    if len(cells) != len(weights):
+        raise ValueError(f"{len(cells)} cells but {len(weights)} weights")
+    n = cells[0].shape[1]
+    if any(m.shape[1] != n for m in cells):
+        raise ValueError(f"cells have {[m.shape[1] for m in cells]} units; every cell must be scored on the same "
+                         "units")
     if n < 2:
         raise ValueError("the two-level t-test needs at least 2 units")
-    s2, seed_df, ms_resid, _ = pooled_seed_parts([c, v])
+    s2, seed_df, ms_resid, _ = pooled_seed_parts(cells)
     if seed_df == 0:
         raise ValueError("the two-level t-test needs at least 2 seeds in one arm")
-    h = 1 / c.shape[0] + 1 / v.shape[0]
-    d = v.mean(axis=0) - c.mean(axis=0)
-    delta = float(d.mean())
+    h = float(sum(w**2 / m.shape[0] for w, m in zip(weights, cells, strict=True)))
+    d = sum(w * m.mean(axis=0) for w, m in zip(weights, cells, strict=True))
+    delta = float(np.mean(d))
     seed_term = h * s2
-    unit_term = max(0.0, float(d.var(ddof=1)) - h * ms_resid) / n
-    variance = seed_term + unit_term
+    unit_term = max(0.0, float(np.var(d, ddof=1)) - h * ms_resid) / n
     df = two_level_df(seed_term, seed_df, unit_term, n - 1)
-    se = math.sqrt(variance)
+    se = math.sqrt(seed_term + unit_term)
     if se == 0:
         p_value = 1.0 if delta == 0 else 0.0
         low = high = delta
@@ -162,6 +170,15 @@ def two_level_test(control: np.ndarray, variant: np.ndarray, *, confidence: floa
         low, high = delta - half, delta + half
     return TwoLevel(delta=delta, standard_error=se, df=df, ci_low=low, ci_high=high, confidence=confidence,
                     p_value=p_value, seed_term=seed_term, unit_term=unit_term, seed_df=seed_df)
+
+
+def two_level_test(control: np.ndarray, variant: np.ndarray, *, confidence: float = 0.95) -> TwoLevel:
+    """The two-level t-test of Δ = 0 on (seeds x units) matrices; at least one arm needs 2 seeds."""
+    c, v = np.atleast_2d(control), np.atleast_2d(variant)
+    if c.shape[1] != v.shape[1]:
+        raise ValueError(f"control has {c.shape[1]} units but the variant {v.shape[1]}; both arms must be "
+                         "scored on the same units")
+    return contrast_test([c, v], [-1.0, 1.0], confidence=confidence)
 
 
 def compare_seeds(control: Sequence[object], variant: Sequence[object], *, seed: int = 0,

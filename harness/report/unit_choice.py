@@ -19,7 +19,8 @@ TESTED_UNIT: dict[str, str] = {
     "InstructionRetrieval": "per query: ndcg_at_10 (the main score p-MRR is not per query)",
     "InstructionReranking": "per query: ndcg_at_10 (the main score p-MRR is not per query)",
     "Classification": "per test item: `correct` (mean = accuracy; a macro-F1 main score does not decompose)",
-    "MultilabelClassification": "per test item: `correct` (exact match; mean = accuracy)",
+    "MultilabelClassification": "per test item: the main metric when per-item (`lrap`, `hamming`), else `correct` "
+                                "(exact match; mean = accuracy)",
     "ZeroShotClassification": "per item: `correct` (mean = accuracy)",
     "PairClassification": "per pair: similarity + gold label; statistic = average precision over the pairs "
                           "(bootstrap over pairs)",

@@ -103,6 +103,10 @@ def test_incomplete_grids_and_one_way_recipes() -> None:
     base = {"overrides": {}, "config": BASE}
     one_way = {"base": base, "lr=2e-4": {"overrides": {A: 0.0002}, "config": BASE}}
     assert find_grid(one_way, "base") is None
-    partial = {"base": base, "a": {"overrides": {A: 0.0002, B: 3}, "config": BASE}}
+    partial = {"base": base, "a": {"overrides": {A: 0.0002, B: 3}, "config": BASE},
+               "b": {"overrides": {A: 0.0002, B: 1}, "config": BASE}}
     reason = find_grid(partial, "base")
-    assert isinstance(reason, str) and "2 cell(s) missing" in reason
+    assert isinstance(reason, str) and "1 cell(s) missing (3/0.0001)" in reason
+    # a named variant of a one-way recipe that sets two keys at once (quickstart's no-tables) is no grid
+    named = {**one_way, "no-tables": {"overrides": {"data.a": 0, "data.b": 0}, "config": BASE}}
+    assert find_grid(named, "base") is None

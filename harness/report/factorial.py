@@ -71,30 +71,38 @@ def _get(config: Mapping[str, Any], dotted: str) -> Any:
 def find_grid(configs: Mapping[str, Mapping[str, Any]], control: str) -> Grid | str | None:
     """The grid in a recipe's variant configs; None for a one-way recipe, a reason if the grid is incomplete.
 
-    Grid cells are the variants whose overrides set every grid axis (``mode: grid`` writes all axes into
-    each cell's overrides); a recipe has a grid when such variants set two or more axes.
+    ``mode: grid`` writes every axis into each cell's overrides, so grid cells are the variants that
+    override the same set of two or more axes, with at least two levels on each; the control is the
+    all-reference cell. Named variants that set several keys at once (one-way recipes) are no grid.
     """
-    overrides = {v: dict(c.get("overrides") or {}) for v, c in configs.items() if v != control}
-    multi = {v: o for v, o in overrides.items() if len(o) >= 2}
-    if not multi or control not in configs:
+    if control not in configs:
         return None
-    axis_names = sorted(set().union(*(set(o) for o in multi.values())))
     base = configs[control].get("config") or {}
-    levels: dict[str, list[str]] = {a: [_label(_get(base, a))] for a in axis_names}
-    cells: dict[tuple[str, ...], str] = {tuple(levels[a][0] for a in axis_names): control}
-    for variant, o in sorted(multi.items()):
-        if set(o) != set(axis_names):
-            continue
-        key = tuple(_label(o[a]) for a in axis_names)
-        for a, value in zip(axis_names, key, strict=True):
-            if value not in levels[a]:
-                levels[a].append(value)
-        cells[key] = variant
-    missing = [combo for combo in itertools.product(*levels.values()) if combo not in cells]
-    if missing:
-        shown = ", ".join("/".join(c) for c in missing[:3])
-        return f"incomplete grid: {len(missing)} cell(s) missing ({shown}{', ...' if len(missing) > 3 else ''})"
-    return Grid(levels, cells)
+    by_keys: dict[tuple[str, ...], dict[str, dict[str, Any]]] = {}
+    for variant, config in configs.items():
+        o = dict(config.get("overrides") or {})
+        if variant != control and len(o) >= 2:
+            by_keys.setdefault(tuple(sorted(o)), {})[variant] = o
+    best: Grid | str | None = None
+    for axis_names, members in sorted(by_keys.items(), key=lambda item: -len(item[1])):
+        levels: dict[str, list[str]] = {a: [_label(_get(base, a))] for a in axis_names}
+        cells: dict[tuple[str, ...], str] = {tuple(levels[a][0] for a in axis_names): control}
+        for variant, o in sorted(members.items()):
+            key = tuple(_label(o[a]) for a in axis_names)
+            for a, value in zip(axis_names, key, strict=True):
+                if value not in levels[a]:
+                    levels[a].append(value)
+            cells.setdefault(key, variant)
+        if len(members) < 2 or any(len(values) < 2 for values in levels.values()):
+            continue  # not a factorial: one named variant setting several keys, or a key that never changes
+        missing = [combo for combo in itertools.product(*levels.values()) if combo not in cells]
+        if not missing:
+            return Grid(levels, cells)
+        if best is None:
+            shown = ", ".join("/".join(c) for c in missing[:3])
+            best = (f"incomplete grid over {', '.join(axis_names)}: {len(missing)} cell(s) missing "
+                    f"({shown}{', ...' if len(missing) > 3 else ''})")
+    return best
 
 
 def contrasts(grid: Grid) -> list[tuple[str, str, dict[str, float]]]:
@@ -186,7 +194,3 @@ def _holm(family: list[Effect]) -> None:
     for e in family:
         e.p_holm = adjusted[e.effect]
 
-
-def cell_means(grid: Grid, tasks: Mapping[str, Mapping[str, np.ndarray]]) -> dict[tuple[str, ...], float]:
-    """Mean(Task) of the per-unit metric means per cell (x1, not x100), for the interaction plots."""
-    return {key: float(np.mean([tasks[t][variant].mean() for t in tasks])) for key, variant in grid.cells.items()}

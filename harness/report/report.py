@@ -18,8 +18,8 @@ from harness import atomic
 from harness.errors import HarnessError
 from harness.recipe import CONTROL_NAME
 from harness.report import families, power
-from harness.report.factorial_section import factorial_lines
 from harness.report.aggregates import MISSING_RULE, mean_task_type_and_borda
+from harness.report.factorial_section import factorial_lines
 from harness.report.paired import paired_bootstrap_ci
 from harness.report.plots import axis_plot, delta_heatmap
 from harness.report.results import duplicate_variants, scan, skipped_markdown

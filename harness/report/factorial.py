@@ -12,8 +12,8 @@ A grid's variants are the cells of a full factorial; each axis's reference level
 Each effect is tested with the arm tests' model: with one seed per cell, a paired bootstrap CI and the
 sign-flip randomisation test on the per-unit contrast d_u (``paired.compare_units``); with several seeds,
 the two-level t-test of the contrast (``seeds.contrast_test``). On Mean(Task) the per-task contrasts are
-averaged (tasks independent: Var = sum of the per-task variances / T², Satterthwaite df over tasks; the
-one-seed per-task variance is var(d)/n). Holm corrects within a family: one task's effects, or
+averaged (one seed per cell: tasks independent, Var = sum of the per-task variances / T²; several seeds:
+the seed term from each seed's Mean(Task), since a seed shifts all tasks of its run at once). Holm corrects within a family: one task's effects, or
 Mean(Task)'s. Tasks whose statistic is not a mean of units (correlations, AP) are left out and listed.
 """
 
@@ -152,8 +152,6 @@ def _task_effect(matrices: Mapping[str, np.ndarray], weights: Mapping[str, float
 def analyse(grid: Grid, tasks: Mapping[str, Mapping[str, np.ndarray]], *, n_resamples: int = 10_000,
             confidence: float = 0.95) -> list[Effect]:
     """Every effect per task (tasks: task -> variant -> seeds x units, mean-kind metrics) and on Mean(Task)."""
-    from scipy import stats
-
     effects: list[Effect] = []
     pooled: dict[str, list[tuple[float, float, float]]] = {}
     plan = contrasts(grid)
@@ -167,26 +165,55 @@ def analyse(grid: Grid, tasks: Mapping[str, Mapping[str, np.ndarray]], *, n_resa
         _holm(family)
         effects += family
     if len(tasks) > 1:
-        family = []
-        for name, kind, _ in plan:
-            parts = pooled[name]
-            t_count = len(parts)
-            estimate = sum(e for e, _, _ in parts) / t_count
-            variance = sum(v for _, v, _ in parts) / t_count**2
-            denominator = sum((v / t_count**2) ** 2 / df for _, v, df in parts)
-            df = variance**2 / denominator if denominator > 0 else math.inf
-            se = math.sqrt(variance)
-            if se == 0:
-                p, low, high = (1.0 if estimate == 0 else 0.0), estimate, estimate
-            else:
-                p = float(2 * stats.t.sf(abs(estimate) / se, df))
-                half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
-                low, high = estimate - half, estimate + half
-            family.append(Effect(MEAN_TASK, name, kind, estimate, low, high, p,
-                                 f"t-test on the mean of the {t_count} per-task contrasts (Satterthwaite df)"))
+        family = [_mean_task_effect(name, kind, weights, tasks, pooled[name], confidence)
+                  for name, kind, weights in plan]
         _holm(family)
         effects += family
     return effects
+
+
+def _mean_task_effect(name: str, kind: str, weights: Mapping[str, float],
+                      tasks: Mapping[str, Mapping[str, np.ndarray]], per_task: list[tuple[float, float, float]],
+                      confidence: float) -> Effect:
+    """The contrast on Mean(Task). One seed per cell: tasks independent, Var = sum of per-task variances / T².
+    Several seeds: a seed shifts every task of its run at once, so the seed term comes from the variance
+    of each seed's Mean(Task) within cells (pooled, as the two-level t-test) and the unit terms add up."""
+    from scipy import stats
+
+    from harness.report.seeds import pooled_seed_parts, two_level_df
+
+    count = len(per_task)
+    estimate = sum(e for e, _, _ in per_task) / count
+    test = f"t-test on the mean of the {count} per-task contrasts"
+    cells = list(weights)
+    seeds = {v: next(iter(tasks.values()))[v].shape[0] for v in cells}
+    if all(k == 1 for k in seeds.values()):
+        variance = sum(v for _, v, _ in per_task) / count**2
+        denominator = sum((v / count**2) ** 2 / df for _, v, df in per_task)
+        df = variance**2 / denominator if denominator > 0 else math.inf
+        test += " (tasks independent, unit noise only; Satterthwaite df)"
+    else:
+        seed_means = [np.mean([tasks[t][v].mean(axis=1) for t in tasks], axis=0)[:, None] for v in cells]
+        s2, seed_df, _, _ = pooled_seed_parts(seed_means)
+        h = sum(weights[v] ** 2 / seeds[v] for v in cells)
+        unit_term = 0.0
+        for matrices in tasks.values():
+            _, _, ms_resid, _ = pooled_seed_parts([matrices[v] for v in cells])
+            d = sum(weights[v] * matrices[v].mean(axis=0) for v in cells)
+            unit_term += max(0.0, float(np.var(d, ddof=1)) - h * ms_resid) / d.size / count**2
+        seed_term = h * s2
+        variance = seed_term + unit_term
+        n_min = min(next(iter(m.values())).shape[1] for m in tasks.values())
+        df = two_level_df(seed_term, seed_df, unit_term, n_min - 1)
+        test += " (two-level: seed variance of Mean(Task) per seed + the tasks' unit noise)"
+    se = math.sqrt(variance)
+    if se == 0:
+        p, low, high = (1.0 if estimate == 0 else 0.0), estimate, estimate
+    else:
+        p = float(2 * stats.t.sf(abs(estimate) / se, df))
+        half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+        low, high = estimate - half, estimate + half
+    return Effect(MEAN_TASK, name, kind, estimate, low, high, p, test)
 
 
 def _holm(family: list[Effect]) -> None:

@@ -96,6 +96,17 @@ def test_every_task_of_every_type_has_a_row(recipe: Path) -> None:
     assert set(significance["cls_pooling"]["tasks"]) == set(EXPECTED)
     assert set(significance[UNTESTED_KEY]) == set(UNTESTED)
     assert "### Tasks without a per-task test" in report
+    assert "With one training seed per arm only query (unit) noise is counted" in report
     for task in [*EXPECTED, *UNTESTED]:
         assert any(line.startswith("| ") and f" {task} " in line for line in report.split("## Across tasks")[0]
                    .split("## Per-task tests")[1].splitlines()), task
+
+    # The leaderboard's marks name the metric they were tested on, and untested tasks are listed.
+    from harness.report.leaderboard import leaderboard_markdown
+
+    board = leaderboard_markdown(recipe.parent)
+    header = next(line for line in board.splitlines() if line.startswith("| #"))
+    assert "MockBitextMiningTask (accuracy; marks: hit)" in header
+    assert "UnitsLargerClassification (accuracy; marks: correct)" in header
+    assert "MockRetrievalTask (ndcg_at_10)" in header  # tested on its main metric: no note
+    assert "- mixed / MockRegressionTask: no per-task test" in board

@@ -13,8 +13,9 @@ Each effect is tested with the arm tests' model: with one seed per cell, a paire
 sign-flip randomisation test on the per-unit contrast d_u (``paired.compare_units``); with several seeds,
 the two-level t-test of the contrast (``seeds.contrast_test``). On Mean(Task) the per-task contrasts are
 averaged (one seed per cell: tasks independent, Var = sum of the per-task variances / T²; several seeds:
-the seed term from each seed's Mean(Task), since a seed shifts all tasks of its run at once). Holm corrects within a family: one task's effects, or
-Mean(Task)'s. Tasks whose statistic is not a mean of units (correlations, AP) are left out and listed.
+the seed term from each seed's Mean(Task), since a seed shifts all tasks of its run at once). Holm
+corrects within a family: one task's effects, or Mean(Task)'s. Tasks whose statistic is not a mean of
+units (correlations, AP) are left out and listed.
 """
 
 from __future__ import annotations

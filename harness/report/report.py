@@ -184,6 +184,10 @@ def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[st
                       ["variant", "task", "unit metric", "units", "seeds c/v", "control", "variant", "Δ",
                        "95% CI", "p", "p (Holm)", "sig", "MDE", "seed sd c/v"]), "",
                   "Tests used: " + "; ".join(sorted({c.test for c in comparisons})) + ".", ""]
+    if any(c.n_seeds == (1, 1) for c in comparisons):
+        lines += ["With one training seed per arm only query (unit) noise is counted: differences between "
+                  "training seeds are not estimated, so a significant Δ may not survive a re-run with another seed.",
+                  ""]
     lines += _untested_lines(summary)
 
     across = summary["across"]

@@ -157,8 +157,8 @@ def compare_task(task: str, data: TaskArms, control: str, *, seed: int = 0,
     out = []
     if data.kind != "mean":  # set statistics (correlation, AP): bootstrap over units of seed-averaged scores
         for name, var in variants.items():
-            res = compare_units(ctrl.mean(axis=0), var.mean(axis=0), kind=data.kind, gold=data.gold,  # type: ignore[arg-type]
-                                seed=seed, n_resamples=n_resamples)
+            res = compare_units(ctrl.mean(axis=0), var.mean(axis=0), kind=data.kind,  # type: ignore[arg-type]
+                                gold=data.gold, seed=seed, n_resamples=n_resamples)
             seeds_note = "" if len(ctrl) == len(var) == 1 else " (seed-averaged scores: seed variance not counted)"
             out.append(TaskComparison(
                 name, task, data.label, res.n_units, (len(ctrl), len(var)), res.control_value,

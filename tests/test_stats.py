@@ -1,4 +1,5 @@
-"""harness.report.paired, seeds, families and aggregates checked against independent computations (scipy, plain numpy, enumeration)."""
+"""harness.report.paired, seeds, families and aggregates checked against independent computations
+(scipy, plain numpy, enumeration)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""harness.report.stats checked against independent computations (scipy, plain numpy, enumeration)."""
+"""harness.report.paired, seeds, families and aggregates checked against independent computations
+(scipy, plain numpy, enumeration)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from harness.report import stats
+from harness.report import aggregates, families, paired, seeds
 
 
 def _pair(n: int, shift: float, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -24,7 +25,7 @@ def _pair(n: int, shift: float, noise: float, seed: int) -> tuple[np.ndarray, np
 
 def test_paired_bootstrap_matches_direct_numpy_resampling() -> None:
     control, variant = _pair(57, 0.03, 0.1, seed=3)
-    got = stats.paired_bootstrap_ci(control, variant, n_resamples=2000, confidence=0.9, seed=11)
+    got = paired.paired_bootstrap_ci(control, variant, n_resamples=2000, confidence=0.9, seed=11)
 
     # Independent computation: the documented draw, both arrays indexed with the same rows.
     idx = np.random.default_rng(11).integers(0, 57, size=(2000, 57))
@@ -36,7 +37,7 @@ def test_paired_bootstrap_matches_direct_numpy_resampling() -> None:
 
 def test_paired_bootstrap_agrees_with_scipy_bootstrap() -> None:
     control, variant = _pair(200, 0.02, 0.1, seed=4)
-    got = stats.paired_bootstrap_ci(control, variant, n_resamples=10_000, seed=0)
+    got = paired.paired_bootstrap_ci(control, variant, n_resamples=10_000, seed=0)
     ref = sps.bootstrap((control, variant), lambda x, y, axis: np.mean(y - x, axis=axis), paired=True,
                         vectorized=True, method="percentile", n_resamples=10_000,
                         rng=np.random.default_rng(123)).confidence_interval
@@ -57,7 +58,7 @@ def test_permutation_test_exact_matches_enumeration_of_all_sign_flips() -> None:
     null = np.abs((flips * diffs).mean(axis=1))
     expected = np.mean(null >= observed * (1 - 1e-12))
 
-    got = stats.paired_permutation_test(control, variant, n_resamples=100, seed=0)
+    got = paired.paired_permutation_test(control, variant, n_resamples=100, seed=0)
     assert got.exact and got.n_resamples == 4096 and got.p_min == 2 / 4096  # both all-same-sign patterns
     assert got.p_value == pytest.approx(expected, abs=1e-12)
     assert "exact" in got.test and "sign-flip" in got.test
@@ -66,7 +67,7 @@ def test_permutation_test_exact_matches_enumeration_of_all_sign_flips() -> None:
 
 def test_permutation_test_monte_carlo_matches_scipy() -> None:
     control, variant = _pair(60, 0.015, 0.1, seed=6)
-    got = stats.paired_permutation_test(control, variant, n_resamples=10_000, seed=1)
+    got = paired.paired_permutation_test(control, variant, n_resamples=10_000, seed=1)
     ref = sps.permutation_test((control, variant), lambda x, y, axis: np.mean(y - x, axis=axis),
                                permutation_type="samples", vectorized=True, n_resamples=10_000,
                                rng=np.random.default_rng(999))
@@ -87,7 +88,7 @@ def test_permutation_test_monte_carlo_matches_scipy() -> None:
 
 def test_identical_systems_are_not_different() -> None:
     control, _ = _pair(300, 0.0, 0.1, seed=7)
-    result = stats.compare_units(control, control.copy(), n_resamples=2000)
+    result = paired.compare_units(control, control.copy(), n_resamples=2000)
     assert result.p_value >= 0.9
     assert result.ci_low <= 0 <= result.ci_high
     assert result.delta == 0
@@ -95,7 +96,7 @@ def test_identical_systems_are_not_different() -> None:
 
 def test_clearly_better_variant_is_detected() -> None:
     control, variant = _pair(300, 0.2, 0.1, seed=8)
-    result = stats.compare_units(control, variant, n_resamples=10_000)
+    result = paired.compare_units(control, variant, n_resamples=10_000)
     assert result.p_value < 0.001
     assert result.ci_low > 0
     assert result.delta == pytest.approx(0.2, abs=0.03)
@@ -105,11 +106,11 @@ def test_clearly_better_variant_is_detected() -> None:
 
 def test_length_mismatch_and_nan_raise() -> None:
     with pytest.raises(ValueError, match="10 units but variant has 9"):
-        stats.paired_bootstrap_ci(np.zeros(10), np.zeros(9))
+        paired.paired_bootstrap_ci(np.zeros(10), np.zeros(9))
     with pytest.raises(ValueError, match="unit index"):
-        stats.paired_permutation_test([0.1, np.nan, 0.3], [0.1, 0.2, 0.3])
+        paired.paired_permutation_test([0.1, np.nan, 0.3], [0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="gold"):
-        stats.compare_units(np.zeros(5), np.ones(5), kind="spearman")
+        paired.compare_units(np.zeros(5), np.ones(5), kind="spearman")
 
 
 # ---------------------------------------------------------------- correlations (STS)
@@ -123,7 +124,7 @@ def _sts(n: int, control_noise: float, variant_noise: float, seed: int):
 
 def test_correlation_bootstrap_matches_loop_over_scipy_spearmanr() -> None:
     control, variant, gold = _sts(40, 1.5, 1.0, seed=9)
-    got = stats.correlation_bootstrap(control, variant, gold, method="spearman", n_resamples=300, seed=2)
+    got = paired.correlation_bootstrap(control, variant, gold, method="spearman", n_resamples=300, seed=2)
 
     idx = np.random.default_rng(2).integers(0, 40, size=(300, 40))
     boot = np.array([sps.spearmanr(variant[i], gold[i])[0] - sps.spearmanr(control[i], gold[i])[0]
@@ -137,9 +138,9 @@ def test_correlation_bootstrap_matches_loop_over_scipy_spearmanr() -> None:
 
 def test_correlation_bootstrap_identical_and_clearly_better() -> None:
     control, variant, gold = _sts(200, 2.0, 0.3, seed=10)
-    same = stats.correlation_bootstrap(control, control.copy(), gold, method="pearson", n_resamples=2000)
+    same = paired.correlation_bootstrap(control, control.copy(), gold, method="pearson", n_resamples=2000)
     assert same.delta == 0 and same.p_value >= 0.99
-    better = stats.compare_units(control, variant, kind="spearman", gold=gold, n_resamples=2000)
+    better = paired.compare_units(control, variant, kind="spearman", gold=gold, n_resamples=2000)
     assert better.delta > 0.2 and better.p_value < 0.001 and better.ci_low > 0
     assert "spearman correlation difference" in better.p_test
     assert better.min_detectable_effect > 0
@@ -157,36 +158,36 @@ def test_seed_variance_makes_the_test_more_cautious() -> None:
     control = [units + s + rng.normal(0, 0.02, 400) for s in seed_shift["control"]]
     variant = [units + 0.02 + s + rng.normal(0, 0.02, 400) for s in seed_shift["variant"]]
 
-    result = stats.compare_seeds(control, variant, n_resamples=4000)
+    result = seeds.compare_seeds(control, variant, n_resamples=4000)
     assert result.n_seeds_control == result.n_seeds_variant == 3
     assert result.control_seed_std == pytest.approx(np.std([c.mean() for c in control], ddof=1))
     assert result.query_noise_only.p_value < 0.01  # query noise alone calls it significant
     assert result.p_value > 0.1  # with seed variance it is not
     assert result.p_value > result.query_noise_only.p_value
     assert result.ci_low < 0 < result.ci_high
-    assert "two-level bootstrap" in result.test
+    assert "two-level t-test" in result.test
     assert result.delta == pytest.approx(np.mean(variant) - np.mean(control))
 
 
-def test_seed_bootstrap_still_detects_a_large_gain() -> None:
+def test_two_level_test_still_detects_a_large_gain() -> None:
     rng = np.random.default_rng(13)
     units = rng.uniform(0.3, 0.7, 300)
     control = [units + rng.normal(0, 0.005) + rng.normal(0, 0.05, 300) for _ in range(3)]
     variant = [units + 0.1 + rng.normal(0, 0.005) + rng.normal(0, 0.05, 300) for _ in range(3)]
-    result = stats.compare_seeds(control, variant, n_resamples=2000)
+    result = seeds.compare_seeds(control, variant, n_resamples=2000)
     assert result.p_value < 0.01 and result.ci_low > 0
 
 
 def test_one_seed_per_arm_falls_back_and_says_so() -> None:
     control, variant = _pair(100, 0.05, 0.1, seed=14)
-    result = stats.compare_seeds([control], [variant], n_resamples=1000)
-    direct = stats.compare_units(control, variant, n_resamples=1000)
+    result = seeds.compare_seeds([control], [variant], n_resamples=1000)
+    direct = paired.compare_units(control, variant, n_resamples=1000)
     assert result.p_value == direct.p_value and result.p_min == direct.p_min == 2 / 1001
     assert (result.ci_low, result.ci_high) == pytest.approx((direct.ci_low, direct.ci_high), abs=1e-12)
     assert "one seed per arm" in result.test
     assert math.isnan(result.control_seed_std)
     with pytest.raises(ValueError, match="different numbers of units"):
-        stats.compare_seeds([control, control[:-1]], [variant, variant])
+        seeds.compare_seeds([control, control[:-1]], [variant, variant])
 
 
 # ---------------------------------------------------------------- across tasks, Holm, MDE, marks
@@ -195,7 +196,7 @@ def test_one_seed_per_arm_falls_back_and_says_so() -> None:
 def test_across_tasks_matches_scipy_exact_wilcoxon_and_counts() -> None:
     deltas = {"A": 0.012, "B": -0.004, "C": 0.03, "D": 0.0, "E": 0.021, "F": 0.008, "G": -0.001,
               "H": 0.017}
-    result = stats.across_tasks(deltas, n_resamples=2000)
+    result = families.across_tasks(deltas, n_resamples=2000)
     nonzero = [d for d in deltas.values() if d != 0]
     ref = sps.wilcoxon(nonzero, method="exact")  # no tied |delta| among the non-zero ones: scipy is exact
     assert result.p_value == pytest.approx(ref.pvalue, abs=1e-12)
@@ -217,7 +218,7 @@ def test_wilcoxon_with_zeros_and_ties_equals_enumeration_of_every_sign_pattern()
     # 20 tasks: 2 exact zero deltas (dropped, Wilcoxon's rule) and tied |delta| among the other 18.
     deltas = np.array([0.0, 0.0, 0.012, -0.012, 0.03, 0.021, -0.004, 0.008, 0.008, -0.017, 0.017, 0.025,
                        -0.006, 0.011, -0.002, 0.019, 0.005, -0.03, 0.014, 0.009])
-    result = stats.across_tasks({f"T{i}": d for i, d in enumerate(deltas)}, n_resamples=1000)
+    result = families.across_tasks({f"T{i}": d for i, d in enumerate(deltas)}, n_resamples=1000)
 
     used = deltas[deltas != 0]
     ranks = _midranks(np.abs(used))
@@ -240,34 +241,34 @@ def test_signed_rank_exact_agrees_with_scipy_permutation_method_on_ties() -> Non
     rng = np.random.default_rng(16)
     d = np.round(rng.normal(0.2, 1, 10), 1)
     d = d[d != 0]
-    statistic, p, tied = stats.signed_rank_exact(d)
+    statistic, p, tied = families.signed_rank_exact(d)
     ref = sps.wilcoxon(d, method=sps.PermutationMethod(n_resamples=np.inf))  # scipy enumerates 2^n
     assert tied and p == pytest.approx(ref.pvalue, abs=1e-12) and statistic == pytest.approx(ref.statistic)
     with pytest.raises(ValueError, match="zero"):
-        stats.signed_rank_exact([0.1, 0.0, -0.2])
+        families.signed_rank_exact([0.1, 0.0, -0.2])
 
 
 def test_across_tasks_degenerate_cases() -> None:
-    all_ties = stats.across_tasks({"A": 0.0, "B": 1e-12}, n_resamples=200)
+    all_ties = families.across_tasks({"A": 0.0, "B": 1e-12}, n_resamples=200)
     assert all_ties.p_value == 1.0 and all_ties.ties == 2 and any("tie" in n for n in all_ties.notes)
-    single = stats.across_tasks({"A": 0.1}, n_resamples=200)
+    single = families.across_tasks({"A": 0.1}, n_resamples=200)
     assert math.isnan(single.p_value) and any("fewer than 2" in n for n in single.notes)
-    few = stats.across_tasks({"A": 0.1, "B": 0.2, "C": 0.3}, n_resamples=200)
+    few = families.across_tasks({"A": 0.1, "B": 0.2, "C": 0.3}, n_resamples=200)
     assert few.p_value == pytest.approx(0.25) and any("cannot reach 0.05" in n for n in few.notes)
     with pytest.raises(ValueError, match="'B'"):
-        stats.across_tasks({"A": 0.1, "B": float("nan")})
+        families.across_tasks({"A": 0.1, "B": float("nan")})
 
 
 def test_resamples_for_family_make_three_stars_attainable_after_holm() -> None:
-    assert [stats.resamples_for_family(m) for m in (1, 2, 3, 4, 10)] == [10_000, 10_000, 15_000, 20_000, 50_000]
+    assert [families.resamples_for_family(m) for m in (1, 2, 3, 4, 10)] == [10_000, 10_000, 15_000, 20_000, 50_000]
     for m in range(1, 25):
-        b = stats.resamples_for_family(m)
-        floor = stats.holm_p_min(2 / (b + 1), m)
-        assert floor <= stats.HOLM_P_FLOOR and stats.significance_mark(floor) == "***"
+        b = families.resamples_for_family(m)
+        floor = families.holm_p_min(2 / (b + 1), m)
+        assert floor <= families.HOLM_P_FLOOR and families.significance_mark(floor) == "***"
     # The old default could not: 2,000 resamples, 3 variants -> 0.003 at best.
-    assert stats.significance_mark(stats.holm_p_min(2 / 2001, 3)) == "**"
+    assert families.significance_mark(families.holm_p_min(2 / 2001, 3)) == "**"
     with pytest.raises(ValueError):
-        stats.resamples_for_family(0)
+        families.resamples_for_family(0)
 
 
 def test_strong_effects_reach_three_stars_in_a_holm_family_of_three() -> None:
@@ -275,56 +276,60 @@ def test_strong_effects_reach_three_stars_in_a_holm_family_of_three() -> None:
     units = rng.uniform(0.2, 0.8, 300)
     control = [units + rng.normal(0, 0.05, 300) for _ in range(2)]
     variants = {f"v{i}": [units + 0.1 * (i + 1) + rng.normal(0, 0.05, 300) for _ in range(2)] for i in range(3)}
-    b = stats.resamples_for_family(3)
-    family = stats.compare_seeds_family(control, variants, n_resamples=b)
-    adjusted = stats.holm({v: r.p_value for v, r in family.items()})
-    assert all(r.p_value == r.p_min == 2 / (b + 1) for r in family.values())  # no resample crossed zero
-    assert {v: stats.significance_mark(p) for v, p in adjusted.items()} == {"v0": "***", "v1": "***", "v2": "***"}
+    b = families.resamples_for_family(3)
+    family = seeds.compare_seeds_family(control, variants, n_resamples=b)
+    adjusted = families.holm({v: r.p_value for v, r in family.items()})
+    assert all(r.p_value < 0.001 / 3 and r.p_min == 0 for r in family.values())  # a t-test: no resampling floor
+    assert {v: families.significance_mark(p) for v, p in adjusted.items()} == {"v0": "***", "v1": "***", "v2": "***"}
 
 
-def test_seed_family_is_the_documented_two_level_draw() -> None:
+def test_two_level_test_without_unit_noise_is_the_pooled_t_test_on_seed_means() -> None:
+    # y = unit difficulty + a shift per seed: no arm x unit noise and no residual, so the unit term is 0
+    # and the test must be Student's pooled two-sample t-test on the seed means (df = k_c + k_v - 2).
     rng = np.random.default_rng(18)
-    n, b = 40, 500
-    control = rng.uniform(0, 1, (3, n))
-    variants = {"a": rng.uniform(0, 1, (2, n)) + 0.05, "b": rng.uniform(0, 1, (3, n))}
-    family = stats.compare_seeds_family(list(control), {k: list(v) for k, v in variants.items()}, seed=5,
-                                        n_resamples=b, confidence=0.9)
+    units = rng.uniform(0, 1, 50)
+    control = units + rng.normal(0, 0.02, (3, 1))
+    variant = units + 0.03 + rng.normal(0, 0.02, (4, 1))
+    got = seeds.two_level_test(control, variant, confidence=0.9)
+    direct = sps.ttest_ind(variant.mean(axis=1), control.mean(axis=1), equal_var=True)
+    assert got.unit_term == pytest.approx(0, abs=1e-15) and got.df == pytest.approx(5)
+    assert got.p_value == pytest.approx(direct.pvalue, rel=1e-9)
+    ci = direct.confidence_interval(0.9)
+    assert (got.ci_low, got.ci_high) == pytest.approx((ci.low, ci.high), rel=1e-9)
 
-    # Independent computation of the documented draws (one chunk: b * n is small).
-    idx = np.random.default_rng(5).integers(0, n, size=(b, n))
 
-    def weights(stream: int, k: int) -> np.ndarray:
-        drawn = np.random.default_rng([5, stream]).integers(0, k, size=(b, k))
-        return np.stack([(drawn == s).sum(axis=1) for s in range(k)], axis=1) / k
+def test_two_level_test_variance_is_the_documented_sum() -> None:
+    rng = np.random.default_rng(19)
+    n = 60
+    control, variant = rng.uniform(0, 1, (3, n)), rng.uniform(0, 1, (2, n)) + 0.05
+    got = seeds.two_level_test(control, variant)
 
-    def arm(matrix: np.ndarray, w: np.ndarray) -> np.ndarray:
-        return (w * np.stack([row[idx].mean(axis=1) for row in matrix], axis=1)).sum(axis=1)
+    def two_way(m: np.ndarray) -> tuple[float, float]:  # ANOVA without replication: seed SS and residual SS
+        total = ((m - m.mean()) ** 2).sum()
+        seed_ss = n * ((m.mean(axis=1) - m.mean()) ** 2).sum()
+        unit_ss = m.shape[0] * ((m.mean(axis=0) - m.mean()) ** 2).sum()
+        return seed_ss / n, total - seed_ss - unit_ss
 
-    control_boot = arm(control, weights(1, 3))
-    for j, (name, matrix) in enumerate(variants.items()):
-        boot = arm(matrix, weights(2 + j, matrix.shape[0])) - control_boot
-        got = family[name]
-        assert (got.ci_low, got.ci_high) == pytest.approx(tuple(np.quantile(boot, [0.05, 0.95])), abs=1e-12)
-        below, above = (np.sum(boot <= 0) + 1) / (b + 1), (np.sum(boot >= 0) + 1) / (b + 1)
-        assert got.p_value == pytest.approx(min(1.0, 2 * min(below, above)))
-        assert got.delta == pytest.approx(matrix.mean() - control.mean())
-        # query_noise_only is compare_units on the seed-averaged units, whatever the family
-        direct = stats.compare_units(control.mean(axis=0), matrix.mean(axis=0), n_resamples=b, confidence=0.9,
-                                     seed=5)
-        q = got.query_noise_only
-        assert q.p_value == direct.p_value and q.p_test == direct.p_test
-        assert (q.ci_low, q.ci_high) == pytest.approx((direct.ci_low, direct.ci_high), abs=1e-12)
-    single = stats.compare_seeds(list(control), list(variants["a"]), seed=5, n_resamples=b, confidence=0.9)
-    assert single == family["a"]  # a family of one is compare_seeds
+    (sc, rc), (sv, rv) = two_way(control), two_way(variant)
+    s2, ms = (sc + sv) / (2 + 1), (rc + rv) / ((2 + 1) * (n - 1))
+    h = 1 / 3 + 1 / 2
+    d = variant.mean(axis=0) - control.mean(axis=0)
+    expected = h * s2 + max(0.0, d.var(ddof=1) - h * ms) / n
+    assert got.standard_error**2 == pytest.approx(expected, rel=1e-12)
+    assert got.delta == pytest.approx(variant.mean() - control.mean())
+    family = seeds.compare_seeds_family(list(control), {"a": list(variant)}, n_resamples=500)
+    assert family["a"].p_value == got.p_value and family["a"].df == got.df
+    with pytest.raises(ValueError, match="2 seeds"):
+        seeds.two_level_test(control[:1], variant[:1])
 
 
 def test_holm_hand_computed() -> None:
-    adjusted = stats.holm({"a": 0.01, "b": 0.04, "c": 0.03})
+    adjusted = families.holm({"a": 0.01, "b": 0.04, "c": 0.03})
     assert adjusted == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06})
-    assert stats.holm({"x": 0.2, "y": 0.6}) == pytest.approx({"x": 0.4, "y": 0.6})
-    assert stats.holm({"x": 0.5, "y": 0.9}) == pytest.approx({"x": 1.0, "y": 1.0})  # capped at 1
+    assert families.holm({"x": 0.2, "y": 0.6}) == pytest.approx({"x": 0.4, "y": 0.6})
+    assert families.holm({"x": 0.5, "y": 0.9}) == pytest.approx({"x": 1.0, "y": 1.0})  # capped at 1
     with pytest.raises(ValueError, match="'y'"):
-        stats.holm({"x": 0.5, "y": float("nan")})
+        families.holm({"x": 0.5, "y": float("nan")})
 
 
 def test_min_detectable_effect_formula() -> None:
@@ -333,14 +338,14 @@ def test_min_detectable_effect_formula() -> None:
     diffs = variant - control
     expected = (sps.norm.ppf(0.975) + sps.norm.ppf(0.8)) * diffs.std(ddof=1) / np.sqrt(8)
     assert expected == pytest.approx(2.8016 * diffs.std(ddof=1) / np.sqrt(8), rel=1e-4)
-    assert stats.min_detectable_effect(diffs) == pytest.approx(expected)
-    assert stats.min_detectable_effect(control, variant) == pytest.approx(expected)
+    assert paired.min_detectable_effect(diffs) == pytest.approx(expected)
+    assert paired.min_detectable_effect(control, variant) == pytest.approx(expected)
     stricter = (sps.norm.ppf(0.995) + sps.norm.ppf(0.9)) * diffs.std(ddof=1) / np.sqrt(8)
-    assert stats.min_detectable_effect(diffs, alpha=0.01, power=0.9) == pytest.approx(stricter)
+    assert paired.min_detectable_effect(diffs, alpha=0.01, power=0.9) == pytest.approx(stricter)
 
 
 def test_significance_mark() -> None:
-    marks = [stats.significance_mark(p) for p in (0.0005, 0.005, 0.03, 0.05, 0.2, float("nan"))]
+    marks = [families.significance_mark(p) for p in (0.0005, 0.005, 0.03, 0.05, 0.2, float("nan"))]
     assert marks == ["***", "**", "*", "", "", ""]
 
 
@@ -353,7 +358,7 @@ def test_mean_task_type_and_borda_hand_checked() -> None:
     # Rows deliberately not in rank order. Hand computation (3 models, points = 3 - rank):
     #   T1: A 1st (2), C 2nd (1), B 3rd (0);  T2: C, A tie for 1st (rank 1.5 -> 1.5 each), B (0);
     #   T3: C 1st (2), B 2nd (1), A 3rd (0).  Borda: C 4.5, A 3.5, B 1.
-    table = stats.mean_task_type_and_borda(scores, {"T1": "Retrieval", "T2": "Retrieval", "T3": "STS"})
+    table = aggregates.mean_task_type_and_borda(scores, {"T1": "Retrieval", "T2": "Retrieval", "T3": "STS"})
     assert list(table.index) == ["C", "A", "B"]
     assert table["Borda count"].to_dict() == pytest.approx({"C": 4.5, "A": 3.5, "B": 1.0})
     assert table["Rank (Borda)"].to_dict() == {"C": 1, "A": 2, "B": 3}
@@ -364,12 +369,12 @@ def test_mean_task_type_and_borda_hand_checked() -> None:
 
 def test_borda_missing_score_and_tied_counts() -> None:
     scores = pd.DataFrame({"T1": [0.5, 0.4], "T2": [np.nan, 0.3]}, index=["X", "Y"])
-    table = stats.mean_task_type_and_borda(scores, {"T1": "Retrieval", "T2": "STS"})
+    table = aggregates.mean_task_type_and_borda(scores, {"T1": "Retrieval", "T2": "STS"})
     assert table.loc["X", "Borda count"] == 1 and table.loc["Y", "Borda count"] == 1
     assert table["Rank (Borda)"].tolist() == [1, 1]  # tied counts share the best rank
     assert math.isnan(table.loc["X", "Mean (Task)"]) and math.isnan(table.loc["X", "Mean (TaskType)"])
     with pytest.raises(ValueError, match="T2"):
-        stats.mean_task_type_and_borda(scores, {"T1": "Retrieval"})
+        aggregates.mean_task_type_and_borda(scores, {"T1": "Retrieval"})
 
 
 def test_borda_rank_matches_mteb() -> None:
@@ -381,7 +386,7 @@ def test_borda_rank_matches_mteb() -> None:
     rng = np.random.default_rng(15)
     scores = pd.DataFrame(rng.choice([0.1, 0.2, 0.3, 0.4], size=(7, 6)),  # coarse values: many ties
                           columns=[f"T{i}" for i in range(6)], index=[f"m{i}" for i in range(7)])
-    ours = stats.mean_task_type_and_borda(scores, {t: "Retrieval" for t in scores.columns})
+    ours = aggregates.mean_task_type_and_borda(scores, {t: "Retrieval" for t in scores.columns})
     theirs = pl.from_pandas(scores.reset_index(drop=True)).select(_get_borda_rank(list(scores.columns)))
     expected = dict(zip(scores.index, theirs.to_series().to_list()))
     assert ours["Rank (Borda)"].to_dict() == expected

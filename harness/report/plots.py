@@ -82,3 +82,22 @@ def delta_heatmap(deltas: pd.DataFrame, path: Path) -> Path:
     path = _save(fig, path)
     plt.close(fig)
     return path
+
+
+def interaction_plot(axis_a: str, levels_a: list[str], axis_b: str, levels_b: list[str],
+                     means: dict[tuple[str, str], float], path: Path) -> Path:
+    """Mean(Task) (x100) against the levels of ``axis_a``, one line per level of ``axis_b``: parallel
+    lines = no interaction. ``means[(a, b)]`` averages the other axes' levels."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    x = np.arange(len(levels_a))
+    for level_b in levels_b:
+        ax.plot(x, [means[(a, level_b)] for a in levels_a], marker="o", label=f"{axis_b}={level_b}")
+    ax.set_xticks(x, levels_a)
+    ax.set_xlabel(axis_a)
+    ax.set_ylabel("Mean(Task) of per-unit metric x100")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    path = _save(fig, path)
+    plt.close(fig)
+    return path

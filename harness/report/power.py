@@ -18,22 +18,15 @@ So unit noise is paired (shared across arms) and seed noise is per arm. The esti
 
     Var(delta_hat) = unit_var / n + sum over both arms of (seed_var + resid_var / n) / k_a.
 
-The report's per-task test with several seeds, the two-level bootstrap of ``stats.compare_seeds``,
-resamples seeds and units *crossed* (a "pigeonhole" bootstrap, Owen 2007), and its spread estimates
-more than that: in expectation
+The report's per-task test with several seeds, the two-level t-test of ``seeds.two_level_test``, uses
+exactly this variance (its SE² estimates each term) with Satterthwaite's df (``seeds.two_level_df``, the
+seed term guarded at its upper 75 % bound). Plans here are for that test: it rejects when
+|delta_hat| > t_{df, 1-alpha/2} SE, so
 
-    Var_boot = unit_var / n + sum over arms of [(k_a - 1) / k_a^2 (seed_var + resid_var / n)
-                                                 + resid_var (2 k_a - 1) / (k_a^2 n)]
+    MDE = t_{df, 1-alpha/2} SE + z_power SE,   df from the design's expected variance terms.
 
-(the seed draw shrinks the seed level by (k-1)/k, and the residual is counted at both levels, the
-unit level with the duplicated seeds' weights). Checked by simulation against the bootstrap's CI
-widths (tests/test_power.py). It is conservative whenever the residual matters (binary hits, k >= 3).
-Plans here are for the test the report runs: it rejects when |delta_hat| > z_{1-alpha/2} SE_boot and
-delta_hat spreads with the true SE, so
-
-    MDE = z_{1-alpha/2} SE_boot + z_power SE_true      (``stats.min_detectable_effect_from_se``).
-
-With one seed per arm the report falls back to the unit-level test on d_u, and both SEs are sd(d)/sqrt(n).
+With one seed per arm the report falls back to the unit-level test on d_u, SE = sd(d)/sqrt(n) and the
+normal quantile.
 
 Estimation from results (method of moments on each arm's seeds x units table, a two-way layout
 without replication): the residual mean square estimates ``resid_var``; n x the variance of the seed
@@ -65,9 +58,9 @@ from tabulate import tabulate
 
 from harness.errors import HarnessError
 from harness.recipe import CONTROL_NAME
-from harness.report import stats
-from harness.report.results import load_scores
-from harness.report.significance import load_recipe_units, recipe_arms, task_arms
+from harness.report.paired import min_detectable_effect_from_se
+from harness.report.seeds import two_level_df
+from harness.report.significance import RecipeData, TaskArms, load_recipe
 
 #: The effect the report plans for, in score points (x100): one point of nDCG@10, accuracy, ...
 REPORT_DELTA_POINTS = 1.0
@@ -98,8 +91,8 @@ class TaskPlan:
     task: str
     metric: str
     components: Components
-    standard_error: float  # true SE of delta_hat at today's design
-    test_standard_error: float  # the SE the report's test uses (bootstrap spread), same design
+    standard_error: float  # SE of delta_hat at today's design (the two-level t-test estimates this one)
+    df: float  # the test's degrees of freedom at today's design (inf: normal quantile)
     mde: float  # at today's design
     seeds_needed: int | None  # per arm, at today's units; None = impossible or not identifiable
     units_needed: int | None  # at today's seeds; None = impossible
@@ -152,22 +145,27 @@ def estimate_components(arms: Mapping[str, np.ndarray], control: str = CONTROL_N
                       n_variants=len(unit_vars))
 
 
-def standard_errors(c: Components, n_units: int, seeds_control: int, seeds_variant: int) -> tuple[float, float]:
-    """(true SE of delta_hat, the SE the report's test uses) at a design; see the module docstring."""
-    true = test = c.unit_var / n_units
-    if c.seeds_known:
-        for k in (seeds_control, seeds_variant):
-            level = c.seed_var + c.resid_var / n_units
-            true += level / k
-            test += (k - 1) / k**2 * level + c.resid_var * (2 * k - 1) / (k**2 * n_units)
-    return math.sqrt(true), math.sqrt(test)
+def standard_error(c: Components, n_units: int, seeds_control: int, seeds_variant: int) -> tuple[float, float]:
+    """(SE of delta_hat, the two-level t-test's df) at a design; see the module docstring.
+
+    One seed per arm (or seeds unknown): unit noise only and df = inf (the unit-level test, normal quantile)."""
+    unit_term = c.unit_var / n_units
+    if not c.seeds_known or seeds_control + seeds_variant < 3:
+        return math.sqrt(unit_term), math.inf
+    seed_term = (1 / seeds_control + 1 / seeds_variant) * (c.seed_var + c.resid_var / n_units)
+    df = two_level_df(seed_term, seeds_control + seeds_variant - 2, unit_term, n_units - 1)
+    return math.sqrt(unit_term + seed_term), df
 
 
 def detectable_effect(c: Components, n_units: int, seeds_control: int, seeds_variant: int, *, alpha: float = 0.05,
                       power: float = 0.8) -> float:
     """The smallest true difference the report's test detects with probability ``power`` at this design."""
-    true, test = standard_errors(c, n_units, seeds_control, seeds_variant)
-    return stats.min_detectable_effect_from_se(test, alpha=alpha, power=power, true_standard_error=true)
+    from scipy import stats
+
+    se, df = standard_error(c, n_units, seeds_control, seeds_variant)
+    if not math.isfinite(df):
+        return min_detectable_effect_from_se(se, alpha=alpha, power=power)
+    return float(stats.t.ppf(1 - alpha / 2, df) * se + stats.norm.ppf(power) * se)
 
 
 def _smallest(ok: Callable[[int], bool], low: int, high: int) -> int | None:
@@ -201,7 +199,7 @@ def units_needed(c: Components, delta: float, *, alpha: float = 0.05, power: flo
 
 def plan_task(task: str, metric: str, c: Components, delta: float, *, alpha: float = 0.05,
               power: float = 0.8) -> TaskPlan:
-    true, test = standard_errors(c, c.n_units, c.seeds_control, c.seeds_variant)
+    se, df = standard_error(c, c.n_units, c.seeds_control, c.seeds_variant)
     seeds = seeds_needed(c, delta, alpha=alpha, power=power)
     units = units_needed(c, delta, alpha=alpha, power=power)
     notes = []
@@ -212,30 +210,31 @@ def plan_task(task: str, metric: str, c: Components, delta: float, *, alpha: flo
     if units is None:
         notes.append("seed-limited: no number of units reaches Δ at these seeds")
     mde = detectable_effect(c, c.n_units, c.seeds_control, c.seeds_variant, alpha=alpha, power=power)
-    return TaskPlan(task, metric, c, true, test, mde, seeds, units, "; ".join(notes))
+    return TaskPlan(task, metric, c, se, df, mde, seeds, units, "; ".join(notes))
 
 
 def plan_recipe(recipe_dir: Path, delta: float, *, alpha: float = 0.05, power: float = 0.8,
-                control: str = CONTROL_NAME, required: bool = True) -> list[TaskPlan]:
-    """One plan per task with per-unit mean scores (correlation metrics such as STS are skipped).
+                control: str = CONTROL_NAME, required: bool = True, data: RecipeData | None = None) -> list[TaskPlan]:
+    """One plan per task with per-unit mean scores (set statistics such as STS correlations are skipped).
 
     ``delta`` is in score units (0.01 = one point of a 0-1 metric). Without the control's and at least
     one variant's units there is nothing to plan from: a HarnessError if ``required``, else no plans.
+    ``data``: the recipe already read (the report passes its own, so units are read once).
     """
-    scores = load_scores(recipe_dir)
-    arms = recipe_arms(load_recipe_units(recipe_dir), scores) if not scores.empty else {}
+    data = data or load_recipe(recipe_dir)
+    arms = data.arms
     if control not in arms or len(arms) < 2:
         if not required:
             return []
         raise HarnessError(f"{recipe_dir}: power planning needs scores.json and units.parquet for the control "
                            f"{control!r} and at least one variant; found units for {sorted(arms) or 'no arm'}")
-    meta = scores.drop_duplicates("task").set_index("task")
     plans = []
-    for task in sorted(scores["task"].unique()):
-        data = task_arms(task, meta.at[task, "type"], meta.at[task, "main_metric"], arms)
-        if data is None or data.kind != "mean":
+    for task, entry in data.tasks.items():
+        if not isinstance(entry, TaskArms) or entry.kind != "mean" or control not in entry.scores:
             continue
-        plans.append(plan_task(task, data.metric, estimate_components(data.scores, control), delta,
+        if entry.scores[control].shape[1] < 2:  # one unit: no variance to plan from
+            continue
+        plans.append(plan_task(task, entry.metric, estimate_components(entry.scores, control), delta,
                                alpha=alpha, power=power))
     return plans
 
@@ -251,16 +250,16 @@ def power_markdown(plans: list[TaskPlan], delta: float, *, alpha: float = 0.05, 
     rows = [[p.task, p.metric, p.components.n_units, f"{p.components.seeds_control}/{p.components.seeds_variant}",
              _points(math.sqrt(p.components.unit_var)), _points(math.sqrt(p.components.seed_var)),
              _points(math.sqrt(p.components.resid_var)), _points(p.standard_error),
-             _points(p.test_standard_error), _points(p.mde),
+             "∞" if not math.isfinite(p.df) else f"{p.df:.1f}", _points(p.mde),
              "–" if p.seeds_needed is None else p.seeds_needed, "–" if p.units_needed is None else p.units_needed,
              p.note] for p in plans]
-    headers = ["task", "unit metric", "units", "seeds c/v", "unit sd", "seed sd", "resid sd", "SE of Δ", "test SE",
+    headers = ["task", "unit metric", "units", "seeds c/v", "unit sd", "seed sd", "resid sd", "SE of Δ", "df",
                "MDE", f"seeds/arm for Δ={100 * delta:g}", f"units for Δ={100 * delta:g}", "notes"]
     lines = [f"For the report's per-task test at α={alpha:g} (two-sided, per comparison, before Holm) and power "
-             f"{power:g}; normal approximation. Var(Δ) = unit sd²/n + Σ_arms (seed sd² + resid sd²/n)/k: unit noise "
-             "is paired across arms, seed noise is per arm (unit sd: median over the variants; seed and resid sd: "
-             "pooled over all arms). The two-level bootstrap's own SE (test SE) is not that SE: it shrinks the seed "
-             "level by (k-1)/k and counts the residual at both levels, so MDE = z_{1-α/2}·test SE + z_power·SE. "
+             f"{power:g}. Var(Δ) = unit sd²/n + Σ_arms (seed sd² + resid sd²/n)/k: unit noise is paired across "
+             "arms, seed noise is per arm (unit sd: median over the variants; seed and resid sd: pooled over all "
+             "arms) — the variance the two-level t-test estimates, so MDE = t_df·SE + z_power·SE with the test's "
+             "Satterthwaite df (∞: one seed per arm, unit-level test, normal quantile). "
              "MDE at today's units and seeds; seeds/arm at today's units; "
              "units at today's seeds. Score points x100; – = no number suffices.",
              "", tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)]

@@ -17,15 +17,17 @@ from tabulate import tabulate
 from harness import atomic
 from harness.errors import HarnessError
 from harness.recipe import CONTROL_NAME
-from harness.report import power, stats
+from harness.report import families, power
+from harness.report.aggregates import MISSING_RULE, mean_task_type_and_borda
+from harness.report.factorial_section import factorial_lines
+from harness.report.paired import paired_bootstrap_ci
 from harness.report.plots import axis_plot, delta_heatmap
-from harness.report.results import (Skipped, duplicate_variants, load_scores, load_units, load_variant_configs, scan,
-                                    skipped_markdown)
-from harness.report.significance import KEYS, TaskComparison, compare_recipe, load_recipe_units, unit_metric
+from harness.report.results import duplicate_variants, scan, skipped_markdown
+from harness.report.significance import RecipeData, TaskArms, TaskComparison, compare_recipe, load_recipe
 from harness.report.tables import comparison_markdown, control_first, variant_task_means
 
 #: Resamples for the plots' error bars only (no p-value is read off them): 2,000 keep the CIs' ends
-#: stable to a few % of their width; the tests use ``stats.resamples_for_family``.
+#: stable to a few % of their width; the tests use ``families.resamples_for_family``.
 PLOT_RESAMPLES = 2000
 
 
@@ -50,10 +52,6 @@ def _md(rows: list[list[Any]], headers: list[str]) -> str:
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def _variant_overrides(recipe_dir: Path) -> dict[str, dict[str, Any]]:
-    return load_variant_configs(recipe_dir)  # unreadable config.yaml files are left out
-
-
 def _base_value(config: dict[str, Any], dotted: str) -> Any:
     node: Any = config
     for part in dotted.split("."):
@@ -63,24 +61,16 @@ def _base_value(config: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def _unit_means(units: dict[tuple[str, int], pd.DataFrame], scores: pd.DataFrame) -> pd.DataFrame:
+def _unit_means(data: RecipeData) -> pd.DataFrame:
     """Per variant and task: mean of the task's per-unit metric (seed-averaged) with a bootstrap CI."""
-    meta = scores.drop_duplicates("task").set_index("task")
     rows = []
-    for variant in sorted(scores["variant"].unique()):
-        frames = [f for (v, _), f in sorted(units.items()) if v == variant]
-        if not frames:
+    for task, entry in data.tasks.items():
+        if not isinstance(entry, TaskArms) or entry.kind != "mean":
             continue
-        for task in sorted(scores["task"].unique()):
-            pick = unit_metric(meta.at[task, "type"], meta.at[task, "main_metric"], set(frames[0]["metric"]))
-            if pick is None or pick[1] != "mean":
-                continue
-            per_seed = [f[(f.task == task) & (f.metric == pick[0])].set_index(KEYS)["value"] for f in frames]
-            values = pd.concat(per_seed, axis=1).mean(axis=1).to_numpy(dtype=float)
-            if len(values) == 0:
-                continue
-            ci = stats.paired_bootstrap_ci(np.zeros_like(values), values, n_resamples=PLOT_RESAMPLES)
-            rows.append((variant, task, pick[0], 100 * ci.estimate, 100 * ci.low, 100 * ci.high))
+        for variant, matrix in sorted(entry.scores.items()):
+            values = matrix.mean(axis=0)
+            ci = paired_bootstrap_ci(np.zeros_like(values), values, n_resamples=PLOT_RESAMPLES)
+            rows.append((variant, task, entry.metric, 100 * ci.estimate, 100 * ci.low, 100 * ci.high))
     return pd.DataFrame(rows, columns=["variant", "task", "metric", "score", "low", "high"])
 
 
@@ -111,8 +101,9 @@ def _floors_text(comparisons: list[TaskComparison], summary: dict[str, Any]) -> 
     floors = sorted({(c.p_test, c.p_min, c.p_min_holm) for c in comparisons}, key=lambda f: (f[1], f[0]))
     parts = [f"{_p_floor(raw)} raw, {_p_floor(adj)} after Holm ({test})" for test, raw, adj in floors]
     reach = "attainable" if all(adj < 0.001 for _, _, adj in floors) else "not attainable for every test"
+    parts = [part.replace("0 raw, 0 after Holm", "none (a t-test, no resampling floor)") for part in parts]
     why = (f"chosen from the family size ({m} variant(s) vs the control per task) so that the smallest "
-           f"Holm-adjusted resampling p, {m} x 2/({b}+1), is below 0.001" if b == stats.resamples_for_family(max(1, m))
+           f"Holm-adjusted resampling p, {m} x 2/({b}+1), is below 0.001" if b == families.resamples_for_family(max(1, m))
            else "set by the caller")
     return f"Resamples: {b} per test, {why}. Smallest attainable p: " + "; ".join(parts) + f". *** is {reach}."
 
@@ -141,12 +132,13 @@ def _precision_text(recipe_dir: Path) -> str:
     return f"Precision (`bf16: auto` resolves per machine): {'; '.join(parts)}{where}."
 
 
-def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[str, Any]] | None = None) -> str:
-    """report.md's text; ``analysis`` is ``compare_recipe``'s result when the caller already has it."""
-    skipped: list[Skipped] = []
-    scores = load_scores(recipe_dir, skipped=skipped, recipe_level=True)
-    load_units(recipe_dir, skipped=skipped)  # lists unreadable units files (the tests skip those runs)
-    warnings = duplicate_variants(load_variant_configs(recipe_dir, skipped=skipped))
+def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[str, Any]] | None = None,
+                 data: RecipeData | None = None) -> str:
+    """report.md's text; ``analysis`` is ``compare_recipe``'s result and ``data`` the recipe already read,
+    when the caller has them (units are read once per report)."""
+    data = data or load_recipe(recipe_dir)
+    scores, skipped = data.scores, data.skipped
+    warnings = duplicate_variants(data.configs)
     for item in skipped:
         print(f"report: skipped {item}", file=sys.stderr)
     for warning in warnings:
@@ -158,7 +150,7 @@ def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[st
     variants = sorted(scores["variant"].unique())
     order = control_first(variants)
     seeds = scores.groupby("variant")["seed"].nunique()
-    comparisons, summary = analysis or compare_recipe(recipe_dir, scores)
+    comparisons, summary = analysis or compare_recipe(data)
 
     lines = [f"# Report: {name}", "",
              f"Generated by `python -m harness report {recipe_dir}` from the files in this folder; regenerate "
@@ -170,8 +162,8 @@ def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[st
 
     task_types = scores.drop_duplicates("task").set_index("task")["type"].to_dict()
     means = variant_task_means(scores).drop(columns="Mean(Task)")
-    agg = stats.mean_task_type_and_borda(means, task_types)
-    lines += ["## Aggregates (as the MTEB leaderboard)", "",
+    agg = mean_task_type_and_borda(means, task_types)
+    lines += ["## Aggregates (as the MTEB leaderboard)", "", f"Missing tasks: {MISSING_RULE}.", "",
               _md([[v, *(_fmt(agg.at[v, c]) if c not in ("Borda count", "Rank (Borda)") else f"{agg.at[v, c]:g}"
                          for c in agg.columns)] for v in agg.index], ["variant", *agg.columns]), ""]
 
@@ -185,13 +177,18 @@ def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[st
                   _md([[c.variant, c.task, c.unit_metric, c.n_units, f"{c.n_seeds[0]}/{c.n_seeds[1]}",
                         _fmt(100 * c.control), _fmt(100 * c.value), _fmt(100 * c.delta, signed=True),
                         f"[{_fmt(100 * c.ci_low, signed=True)}, {_fmt(100 * c.ci_high, signed=True)}]",
-                        _p(c.p_value), _p(c.p_holm), stats.significance_mark(c.p_holm), _fmt(100 * c.mde),
+                        _p(c.p_value), _p(c.p_holm), families.significance_mark(c.p_holm), _fmt(100 * c.mde),
                         "–" if math.isnan(c.seed_spread[0]) else
                         f"{100 * c.seed_spread[0]:.2f}/{100 * c.seed_spread[1]:.2f}"]
                        for c in comparisons],
                       ["variant", "task", "unit metric", "units", "seeds c/v", "control", "variant", "Δ",
                        "95% CI", "p", "p (Holm)", "sig", "MDE", "seed sd c/v"]), "",
                   "Tests used: " + "; ".join(sorted({c.test for c in comparisons})) + ".", ""]
+    if any(c.n_seeds == (1, 1) for c in comparisons):
+        lines += ["With one training seed per arm only query (unit) noise is counted: differences between "
+                  "training seeds are not estimated, so a significant Δ may not survive a re-run with another seed.",
+                  ""]
+    lines += _untested_lines(summary)
 
     across = summary["across"]
     if across:
@@ -201,27 +198,43 @@ def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[st
                   _md([[v, s.n_tasks, _fmt(100 * s.mean_delta, signed=True),
                         f"[{_fmt(100 * s.ci_low, signed=True)}, {_fmt(100 * s.ci_high, signed=True)}]",
                         _p(s.p_value), _p(summary["holm"].get(v, float("nan"))),
-                        _p_floor(stats.holm_p_min(s.p_min, len(summary["holm"]) or 1)), f"{s.wins}/{s.ties}/{s.losses}",
+                        _p_floor(families.holm_p_min(s.p_min, len(summary["holm"]) or 1)), f"{s.wins}/{s.ties}/{s.losses}",
                         "; ".join(s.notes)] for v, s in across.items()],
                       ["variant", "tasks", "mean Δ", "95% CI", "p (Wilcoxon)", "p (Holm)", "smallest p (Holm)",
                        "W/T/L", "notes"]), "",
                   "Tests used: " + "; ".join(sorted({s.p_test for s in across.values()})) + ".", ""]
 
-    plans = power.plan_recipe(recipe_dir, power.REPORT_DELTA_POINTS / 100, required=False)
+    lines += factorial_lines(data)
+
+    plans = power.plan_recipe(recipe_dir, power.REPORT_DELTA_POINTS / 100, required=False, data=data)
     if plans:
         lines += ["## Power", "",
                   f"Regenerate or change the target with `python -m harness power {recipe_dir} --delta D`.", "",
                   power.power_markdown(plans, power.REPORT_DELTA_POINTS / 100).rstrip(), ""]
 
     lines += _per_language(recipe_dir, order)
-    lines += _plots(recipe_dir, scores, order)
+    lines += _plots(data, order)
     if warnings:
         lines += ["## Warnings", "", *(f"- {w}" for w in warnings), ""]
     lines += skipped_markdown(skipped, recipe_dir)
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _plots(recipe_dir: Path, scores: pd.DataFrame, order: list[str]) -> list[str]:
+def _untested_lines(summary: dict[str, Any]) -> list[str]:
+    """Tasks without a per-task test, each with its reason (never silently left out)."""
+    untested = summary.get("untested") or []
+    lines = []
+    if untested:
+        lines += ["### Tasks without a per-task test", "",
+                  _md([[u.task, u.task_type, u.reason] for u in untested], ["task", "type", "reason"]), ""]
+    if summary.get("without_units"):
+        lines += [f"Arms without units.parquet (not in the per-task tests): {', '.join(summary['without_units'])}.",
+                  ""]
+    return lines
+
+
+def _plots(data: RecipeData, order: list[str]) -> list[str]:
+    recipe_dir, scores = data.recipe_dir, data.scores
     lines = ["## Plots", ""]
     table = variant_task_means(scores).drop(columns="Mean(Task)")
     if CONTROL_NAME in table.index and len(table.index) > 1:
@@ -229,9 +242,8 @@ def _plots(recipe_dir: Path, scores: pd.DataFrame, order: list[str]) -> list[str
         deltas = deltas.reindex([v for v in order if v in deltas.index])
         delta_heatmap(deltas, recipe_dir / "plots" / "delta_heatmap.png")
         lines += ["Δ vs base, variant x task:", "", "![Δ heatmap](plots/delta_heatmap.png)", ""]
-    overrides = _variant_overrides(recipe_dir)
-    units = load_recipe_units(recipe_dir)
-    unit_means = _unit_means(units, scores)
+    overrides = data.configs
+    unit_means = _unit_means(data)
     base_config = overrides.get(CONTROL_NAME, {}).get("config", {})
     axes = sorted({k for v in overrides.values() for k in v["overrides"]})
     for axis in axes:
@@ -260,36 +272,40 @@ def _sort_key(label: str) -> tuple[int, float | str]:
 
 #: significance.json's key for how the tests were run; never a variant name (those come from overrides).
 SETTINGS_KEY = "_settings"
+#: significance.json's key for the tasks without a per-task test: task -> {type, reason}.
+UNTESTED_KEY = "_untested"
 
 
 def significance_summary(recipe_dir: Path,
                          analysis: tuple[list[TaskComparison], dict[str, Any]] | None = None) -> dict[str, Any]:
     """What the leaderboard marks: per-task and across-task Holm-corrected p per variant, with the
-    smallest p each test could reach (``p_min``, ``p_min_holm``) and, under SETTINGS_KEY, the resamples."""
-    comparisons, summary = analysis or compare_recipe(recipe_dir, load_scores(recipe_dir, recipe_level=True))
+    smallest p each test could reach (``p_min``, ``p_min_holm``), the unit metric each task was tested
+    on, under SETTINGS_KEY the resamples, and under UNTESTED_KEY every task without a test and why."""
+    comparisons, summary = analysis or compare_recipe(load_recipe(recipe_dir))
     family = len(summary["holm"]) or 1
     b = summary["n_resamples"]
     out: dict[str, Any] = {SETTINGS_KEY: {
         "n_resamples": b, "family_size": summary["family_size"], "holm_family": "variants vs the control, per task "
         "(per-task tests) and across tasks (Wilcoxon)", "p_min_resampling": round(2 / (b + 1), 8),
-        "p_min_resampling_holm": round(stats.holm_p_min(2 / (b + 1), summary["family_size"] or 1), 8)}}
+        "p_min_resampling_holm": round(families.holm_p_min(2 / (b + 1), summary["family_size"] or 1), 8)},
+        UNTESTED_KEY: {u.task: {"type": u.task_type, "reason": u.reason} for u in summary.get("untested", [])}}
     for c in comparisons:
         out.setdefault(c.variant, {"tasks": {}})["tasks"][c.task] = {
             "delta": round(c.delta, 6), "p": round(c.p_value, 6), "p_holm": round(c.p_holm, 6), "test": c.test,
-            "p_min": round(c.p_min, 8), "p_min_holm": round(c.p_min_holm, 8)}
+            "unit_metric": c.unit_metric, "p_min": round(c.p_min, 8), "p_min_holm": round(c.p_min_holm, 8)}
     for variant, s in summary["across"].items():
         out.setdefault(variant, {"tasks": {}})["across"] = {
             "mean_delta": round(s.mean_delta, 6), "p": None if math.isnan(s.p_value) else round(s.p_value, 6),
             "p_holm": summary["holm"].get(variant), "test": s.p_test, "n_tasks": s.n_tasks, "n_used": s.n_used,
-            "exact": s.exact, "p_min": round(s.p_min, 8), "p_min_holm": round(stats.holm_p_min(s.p_min, family), 8)}
+            "exact": s.exact, "p_min": round(s.p_min, 8), "p_min_holm": round(families.holm_p_min(s.p_min, family), 8)}
     return out
 
 
 def write_report(recipe_dir: Path) -> Path:
     """Write report.md (and significance.json, which the leaderboard reads for its marks)."""
-    scores = load_scores(recipe_dir, recipe_level=True)
-    if scores.empty:  # build_report names what it skipped
-        return atomic.write_text(recipe_dir / "report.md", build_report(recipe_dir))
-    analysis = compare_recipe(recipe_dir, scores)
+    data = load_recipe(recipe_dir)
+    if data.scores.empty:  # build_report names what it skipped
+        return atomic.write_text(recipe_dir / "report.md", build_report(recipe_dir, data=data))
+    analysis = compare_recipe(data)
     atomic.write_json(recipe_dir / "significance.json", significance_summary(recipe_dir, analysis))
-    return atomic.write_text(recipe_dir / "report.md", build_report(recipe_dir, analysis))
+    return atomic.write_text(recipe_dir / "report.md", build_report(recipe_dir, analysis, data))

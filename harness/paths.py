@@ -13,6 +13,8 @@ from pathlib import Path
 CACHE_ENV = "HARNESS_CACHE"
 MACHINE_CACHE_ENV = "HARNESS_MACHINE_CACHE"
 RESULTS_ENV = "HARNESS_RESULTS"
+# The control arm's folder under results/<recipe>/: the recipe's `base`, which every arm is compared with.
+CONTROL_NAME = "base"
 
 # A path component that is the same on every filesystem and shell: ASCII letters and digits first,
 # then also `. _ - + = , @`. No separators, no NUL, no leading dot (so never `.` or `..`).

@@ -23,14 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, fiel
 from harness.config import MAX_SEED, VariantConfig
 from harness.errors import HarnessError
 from harness.hashing import content_hash
-from harness.paths import NAME_MAX, UNSAFE_CHAR, name_problem
+from harness.paths import CONTROL_NAME, NAME_MAX, UNSAFE_CHAR, name_problem
 from harness.yamlio import pydantic_message, read_yaml
 
 # Private names kept for callers that predate harness.yamlio (cli.load_variant_config).
 _read_yaml = read_yaml
 _pydantic_message = pydantic_message
 
-CONTROL_NAME = "base"
 # What a recipe's seed varies: the training run only (init of new heads, batch order, dropout), or
 # also the data stage (`data.seed`: per-source sampling, random hard-negative mining). See README.
 SeedScope = Literal["train", "train+data"]

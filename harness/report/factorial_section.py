@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tabulate import tabulate
 
-from harness.recipe import CONTROL_NAME
+from harness.paths import CONTROL_NAME
 from harness.report import families
 from harness.report.factorial import Grid, analyse, find_grid
 from harness.report.plots import interaction_plot

@@ -12,6 +12,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from harness import atomic
+from harness.paths import CONTROL_NAME
 from harness.report.aggregates import MISSING_RULE, mean_task_type_and_borda
 from harness.report.families import significance_mark
 from harness.report.results import Skipped, load_scores, read_json, skipped_markdown
@@ -133,10 +134,10 @@ def leaderboard_markdown(results_root: Path, out_dir: Path | None = None,
         values = dict(zip(table.columns, record[2:], strict=True))
         sig = significance[recipe].get(variant, {})
         sig = {k: v for k, v in sig.items() if isinstance(v, dict)}
-        has_control = (recipe, "base") in table.index
+        has_control = (recipe, CONTROL_NAME) in table.index
         delta = ""
-        if variant != "base" and has_control:
-            difference = values["Mean(Task)"] - table.at[(recipe, "base"), "Mean(Task)"]
+        if variant != CONTROL_NAME and has_control:
+            difference = values["Mean(Task)"] - table.at[(recipe, CONTROL_NAME), "Mean(Task)"]
             delta = "–" if pd.isna(difference) else f"{difference:+.2f}{_mark(sig.get('across'))}"
         report = results_root / recipe / "report.md"
         link = os.path.relpath(report, out_dir or Path.cwd()) if report.is_file() else ""

@@ -57,7 +57,7 @@ import numpy as np
 from tabulate import tabulate
 
 from harness.errors import HarnessError
-from harness.recipe import CONTROL_NAME
+from harness.paths import CONTROL_NAME
 from harness.report.paired import min_detectable_effect_from_se
 from harness.report.seeds import two_level_df
 from harness.report.significance import RecipeData, TaskArms, load_recipe

@@ -16,7 +16,7 @@ from tabulate import tabulate
 
 from harness import atomic
 from harness.errors import HarnessError
-from harness.recipe import CONTROL_NAME
+from harness.paths import CONTROL_NAME
 from harness.report import families, power
 from harness.report.aggregates import MISSING_RULE, mean_task_type_and_borda
 from harness.report.factorial_section import factorial_lines

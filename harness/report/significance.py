@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.recipe import CONTROL_NAME
+from harness.paths import CONTROL_NAME
 from harness.report import families
 from harness.report.paired import compare_units
 from harness.report.results import Skipped, load_scores, load_units, load_variant_configs

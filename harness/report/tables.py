@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from tabulate import tabulate
 
-from harness.recipe import CONTROL_NAME
+from harness.paths import CONTROL_NAME
 
 
 def variant_task_means(scores: pd.DataFrame) -> pd.DataFrame:

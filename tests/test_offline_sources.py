@@ -108,10 +108,30 @@ def test_stdlib_documents_are_valid_code_with_a_real_body(code_splits: dict[str,
     assert checked > 3000
 
 
-def test_stdlib_is_deterministic(code_splits: dict[str, list[CodePair]]) -> None:
-    stdlib_code.all_stdlib_code_pairs.cache_clear()
-    assert stdlib_code_pairs("test") == code_splits["test"]
-    assert stdlib_code_pairs("train") == code_splits["train"]
+_FRESH_PARSE = """
+import dataclasses, hashlib, json
+from harness.data.offline.stdlib_code import stdlib_code_pairs
+splits = {split: [dataclasses.asdict(p) for p in stdlib_code_pairs(split)] for split in ("train", "test")}
+print(hashlib.sha256(json.dumps(splits, sort_keys=True).encode()).hexdigest())
+"""
+
+
+def test_stdlib_is_deterministic(code_splits: dict[str, list[CodePair]], tmp_path: Path) -> None:
+    """This session's pairs (read from the machine cache, or parsed here) equal a fresh parse in
+    another process, with an empty machine cache and another string-hash seed."""
+    import dataclasses
+    import hashlib
+    import json
+    import os
+    import subprocess
+    import sys
+
+    ours = {split: [dataclasses.asdict(p) for p in pairs] for split, pairs in code_splits.items()}
+    digest = hashlib.sha256(json.dumps(ours, sort_keys=True).encode()).hexdigest()
+    env = {**os.environ, "HARNESS_MACHINE_CACHE": str(tmp_path / "empty"), "PYTHONHASHSEED": "12345"}
+    fresh = subprocess.run([sys.executable, "-c", _FRESH_PARSE], env=env, capture_output=True, text=True, check=True)
+    assert fresh.stdout.strip() == digest
+    assert list((tmp_path / "empty" / "stdlib-code").glob("*.json")), "the other process really parsed"
 
 
 def test_stdlib_disk_cache_gives_the_parse_and_survives_a_corrupt_file(

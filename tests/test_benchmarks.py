@@ -269,6 +269,7 @@ def test_same_eval_again_is_a_cache_hit(cldr_baselines: Path, monkeypatch: pytes
     assert (root / "leaderboard.md").read_bytes() == board
 
 
+@pytest.mark.slow
 def test_user_table_matching_folder_plugs_in_by_path(tmp_path: Path, fresh_cache: Path) -> None:
     folder = tiny_column_task(tmp_path / "my-task", "TinyCountyColumns")
     assert _eval("minilm", str(folder), tmp_path) == 0

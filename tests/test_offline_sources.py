@@ -116,6 +116,7 @@ print(hashlib.sha256(json.dumps(splits, sort_keys=True).encode()).hexdigest())
 """
 
 
+@pytest.mark.slow
 def test_stdlib_is_deterministic(code_splits: dict[str, list[CodePair]], tmp_path: Path) -> None:
     """This session's pairs (read from the machine cache, or parsed here) equal a fresh parse in
     another process, with an empty machine cache and another string-hash seed."""
@@ -134,6 +135,7 @@ def test_stdlib_is_deterministic(code_splits: dict[str, list[CodePair]], tmp_pat
     assert list((tmp_path / "empty" / "stdlib-code").glob("*.json")), "the other process really parsed"
 
 
+@pytest.mark.slow
 def test_stdlib_disk_cache_gives_the_parse_and_survives_a_corrupt_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sysconfig

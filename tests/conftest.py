@@ -47,6 +47,21 @@ def fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
+def in_another_process(code: str, hash_seed: str = "1", **env: str) -> str:
+    """Run `code` in a fresh interpreter with another PYTHONHASHSEED; its stdout.
+
+    For determinism tests: the same call twice in one process shares every cache and the string
+    hash seed, so it cannot catch an order that depends on either (ranks, resumed runs and a second
+    machine are other processes)."""
+    import subprocess
+    import sys
+
+    child_env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": hash_seed, **env}
+    done = subprocess.run([sys.executable, "-c", code], env=child_env, cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")

@@ -216,7 +216,23 @@ def test_cldr_known_translations(bitext_splits: dict[str, dict[str, list[BitextP
 
 
 def test_cldr_is_deterministic_and_subsettable(bitext_splits: dict[str, dict[str, list[BitextPair]]]) -> None:
-    assert cldr_bitext("test") == bitext_splits["test"]
+    import dataclasses
+    import hashlib
+    import json
+
+    from .conftest import in_another_process
+
+    def digest(splits: dict[str, list[BitextPair]]) -> str:
+        as_json = {lang: [dataclasses.asdict(p) for p in pairs] for lang, pairs in sorted(splits.items())}
+        return hashlib.sha256(json.dumps(as_json, sort_keys=True).encode()).hexdigest()
+
+    child = in_another_process(
+        "import dataclasses, hashlib, json\n"
+        "from harness.data.offline.cldr_bitext import cldr_bitext\n"
+        "splits = cldr_bitext('test')\n"
+        "as_json = {lang: [dataclasses.asdict(p) for p in pairs] for lang, pairs in sorted(splits.items())}\n"
+        "print(hashlib.sha256(json.dumps(as_json, sort_keys=True).encode()).hexdigest())\n", hash_seed="7")
+    assert child.strip() == digest(bitext_splits["test"])  # another process, another string-hash seed
     only_months = cldr_bitext("train", langs=["yo"], kinds=["month"])
     assert set(only_months) == {"yo"}
     assert only_months["yo"] == [p for p in bitext_splits["train"]["yo"] if p.key.startswith("month:")]

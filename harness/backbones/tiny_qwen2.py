@@ -44,7 +44,7 @@ def tiny_qwen2_path(cache_dir: Path | None = None) -> Path:
 
 
 def _complete(folder: Path) -> bool:
-    """A loadable tiny-qwen2 folder: its config (with `model_type`), weights and tokenizer."""
+    """A loadable tiny-qwen2 folder holds its config, weights and tokenizer files."""
     return all((folder / name).is_file() for name in FILES)
 
 

@@ -172,7 +172,6 @@ def test_two_gloo_processes_equal_one_process_over_the_global_batch(tmp_path: Pa
 
 
 @pytest.mark.slow
-@pytest.mark.precision
 def test_killed_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
     config = _tiny_config(steps=24, checkpoint_every=3, batch_size=4)
     cfg_path = write(tmp_path / "variant.yaml", json.dumps(config.to_dict()))
@@ -214,7 +213,6 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.precision
 def test_lora_trains_only_adapters_and_exports_a_merged_model(tmp_path: Path) -> None:
     pytest.importorskip("peft")
     from sentence_transformers import SentenceTransformer

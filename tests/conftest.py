@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,13 +12,31 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
-os.environ.setdefault("HARNESS_CACHE", str(Path(os.environ.get("PYTEST_HARNESS_CACHE", "/tmp/harness-test-cache"))))
-os.environ["MTEB_CACHE"] = str(Path(os.environ["HARNESS_CACHE"]) / "mteb")
-# Machine facts and derived assets (bf16 calibration, tiny-qwen2, the Qwen2 tokenizer, the stdlib
-# parse): one copy for the whole session, shared by every fresh stage cache, never in ~/.cache.
-os.environ.setdefault("HARNESS_MACHINE_CACHE", str(Path(os.environ["HARNESS_CACHE"]) / "machine"))
+# The session's cache: $PYTEST_HARNESS_CACHE (kept, so a second run starts warm), else a fresh
+# private temp folder removed when the session ends. Never a fixed path: two concurrent sessions
+# (two checkouts, two users) must not share or clean each other's caches, and never the user's
+# own $HARNESS_CACHE. Processes the tests spawn import this file again: they keep the caches their
+# parent gave them (a test's fresh_cache included).
+_SESSION_ENV = "HARNESS_TEST_SESSION"
+_CREATED_BY: int | None = None
+if not os.environ.get(_SESSION_ENV):  # the pytest process itself
+    if not os.environ.get("PYTEST_HARNESS_CACHE"):
+        os.environ["PYTEST_HARNESS_CACHE"] = tempfile.mkdtemp(prefix="harness-tests-")
+        _CREATED_BY = os.getpid()
+    os.environ[_SESSION_ENV] = str(os.getpid())
+    os.environ["HARNESS_CACHE"] = os.environ["PYTEST_HARNESS_CACHE"]
+    os.environ["MTEB_CACHE"] = str(Path(os.environ["HARNESS_CACHE"]) / "mteb")
+    # Machine facts and derived assets (bf16 calibration, tiny-qwen2, the Qwen2 tokenizer, the
+    # stdlib parse): one copy for the whole session, shared by every fresh stage cache.
+    os.environ["HARNESS_MACHINE_CACHE"] = str(Path(os.environ["HARNESS_CACHE"]) / "machine")
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's own temp cache (not one named by PYTEST_HARNESS_CACHE)."""
+    if _CREATED_BY == os.getpid():
+        shutil.rmtree(os.environ["PYTEST_HARNESS_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture
@@ -25,6 +45,21 @@ def fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("HARNESS_CACHE", str(cache))
     return cache
+
+
+def in_another_process(code: str, hash_seed: str = "1", **env: str) -> str:
+    """Run `code` in a fresh interpreter with another PYTHONHASHSEED; its stdout.
+
+    For determinism tests: the same call twice in one process shares every cache and the string
+    hash seed, so it cannot catch an order that depends on either (ranks, resumed runs and a second
+    machine are other processes)."""
+    import subprocess
+    import sys
+
+    child_env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": hash_seed, **env}
+    done = subprocess.run([sys.executable, "-c", code], env=child_env, cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def write(path: Path, text: str) -> Path:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -172,13 +171,11 @@ def test_eval_dry_run_lists_afrimteb_lite_offline(tmp_path: Path, fresh_cache: P
 
 def test_hub_task_fails_at_once_offline(tmp_path: Path, fresh_cache: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    started = time.perf_counter()
+    # How fast it fails is a ratio in bench/bench_fail_fast.py (a hang hits the suite's timeout).
     code = main(["eval", "minilm", "--tasks", "Banking77Classification", "--results", str(tmp_path / "r"),
                  "--leaderboard", str(tmp_path / "lb.md"), "--no-progress"])
-    elapsed = time.perf_counter() - started
     err = capsys.readouterr().err
     assert code == 2
-    assert elapsed < 20, f"took {elapsed:.1f} s to fail"
     assert "Banking77Classification" in err and "'mteb/banking77'" in err and "not available offline" in err
     assert not (tmp_path / "r").exists() and not (tmp_path / "lb.md").exists()
     assert _eval_stage_dirs(fresh_cache) == set()
@@ -203,12 +200,9 @@ def test_hub_task_fails_at_once_when_the_user_did_not_set_offline(tmp_path: Path
     monkeypatch.delenv("HF_DATASETS_OFFLINE")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
-    started = time.perf_counter()
     code = main(["eval", "minilm", "--tasks", "Banking77Classification", "--results", str(tmp_path / "r"),
                  "--leaderboard", str(tmp_path / "lb.md"), "--no-progress"])
-    elapsed = time.perf_counter() - started
-    assert code == 2 and "not available offline" in capsys.readouterr().err
-    assert elapsed < 15, f"took {elapsed:.1f} s to fail"
+    assert code == 2 and "not available offline" in capsys.readouterr().err  # how fast: bench/bench_fail_fast.py
 
 
 def _eval(model: str, task: str, root: Path) -> int:
@@ -275,6 +269,7 @@ def test_same_eval_again_is_a_cache_hit(cldr_baselines: Path, monkeypatch: pytes
     assert (root / "leaderboard.md").read_bytes() == board
 
 
+@pytest.mark.slow
 def test_user_table_matching_folder_plugs_in_by_path(tmp_path: Path, fresh_cache: Path) -> None:
     folder = tiny_column_task(tmp_path / "my-task", "TinyCountyColumns")
     assert _eval("minilm", str(folder), tmp_path) == 0

@@ -142,6 +142,7 @@ def test_planting_in_a_multilingual_task(suite: dict) -> None:
     assert after["near_duplicates"] == {"skipped": "near-duplicate check turned off"}
 
 
+@pytest.mark.slow
 def test_near_duplicate_index_misses_no_pair_a_full_comparison_finds() -> None:
     """Brute force: every training text against every eval text, same vectors, no index."""
     from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
@@ -162,6 +163,7 @@ def test_near_duplicate_index_misses_no_pair_a_full_comparison_finds() -> None:
     assert got["near_duplicates"]["candidate_pairs"] < similarity.size / 20  # and it scored far fewer pairs
 
 
+@pytest.mark.slow
 def test_beyond_the_budget_minhash_lsh_runs_and_the_report_says_so(suite: dict) -> None:
     report = contamination_report(_code_texts("train"), {CODE_TASK: suite["tasks"][CODE_TASK]}, max_near_checks=100)
     task = report["tasks"][CODE_TASK]
@@ -184,6 +186,7 @@ def _edit_chars(text: str, share: float, rng: np.random.Generator) -> str:
     return "".join(chars)
 
 
+@pytest.mark.slow
 def test_minhash_finds_planted_near_duplicates_at_the_stated_recall() -> None:
     """Planted edited copies of eval texts at Jaccard >= 0.8 among real training texts: every reported
     pair is real (exact Jaccard), and at least the stated recall of the planted ones are found."""
@@ -216,6 +219,7 @@ def test_minhash_finds_planted_near_duplicates_at_the_stated_recall() -> None:
             assert example["similarity"] == pytest.approx(planted[example["train"]], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_report_is_deterministic_and_sorted() -> None:
     evals = _cldr_texts("test")
     train = _cldr_texts("train")

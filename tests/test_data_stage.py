@@ -39,6 +39,7 @@ def test_one_source_sample_does_not_move_when_another_weight_changes() -> None:
     assert [r.query for r in rows_a if r.source == "stdlib-code"] == [r.query for r in rows_b]
 
 
+@pytest.mark.slow
 def test_filter_thresholds_share_one_teacher_pass(fresh_cache: Path) -> None:
     base = {"hard_negatives": 2, "filter": {"teacher": "minilm", "window": [3, 20], "depth": 32, "max_length": 64}}
     cards = {}
@@ -69,6 +70,7 @@ def test_empty_mix_is_a_clear_error() -> None:
         build_mix(DataConfig())
 
 
+@pytest.mark.slow
 def test_table_matching_train_splits_are_sources() -> None:
     rows, card = build_mix(DataConfig.model_validate({"sources": {
         "febrl-tuples": {"max_rows": 50}, "table-columns": {"max_rows": 30}}}))

@@ -61,14 +61,17 @@ def test_nccl_only_for_cuda_tensors() -> None:
 
 @pytest.fixture
 def calibration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """A fresh per-machine calibration cache (the in-process memo is cleared too)."""
+    """A fresh per-machine calibration cache (the in-process memo is cleared too), and the real CPU:
+    these tests set the CPU's flags and calibration themselves, which a simulated CPU would mask."""
     monkeypatch.setenv("HARNESS_MACHINE_CACHE", str(tmp_path / "machine"))
+    monkeypatch.delenv(devices.SIMULATED_CPU_ENV, raising=False)
     measure = devices.cpu_bf16_calibration
     measure.cache_clear()
     yield
     measure.cache_clear()
 
 
+@pytest.mark.precision
 def test_bf16_auto_follows_native_cpu_support(monkeypatch: pytest.MonkeyPatch, calibration: None) -> None:
     cpu = torch.device("cpu")
     monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2", "amx_bf16"})
@@ -82,6 +85,7 @@ def test_bf16_auto_follows_native_cpu_support(monkeypatch: pytest.MonkeyPatch, c
     assert not devices.resolve_precision(False, cpu).bf16
 
 
+@pytest.mark.precision
 def test_forced_bf16_warns_once_with_the_measured_slowdown(monkeypatch: pytest.MonkeyPatch,
                                                             calibration: None) -> None:
     monkeypatch.setattr(devices, "cpu_flags", lambda: set())
@@ -129,6 +133,7 @@ def _step(model: Embedder, tc: TrainConfig) -> TrainStep:
     ("tiny-qwen2", "last_token", "causal", {"dims": [64, 32], "weights": [1.0, 0.5]}),
     ("tiny-qwen2", "mean", "bidirectional", None),
 ])
+@pytest.mark.slow
 def test_a_training_step_keeps_every_tensor_on_the_model_device(backbone: str, pooling: str, attention: str,
                                                                 matryoshka: dict | None) -> None:
     model = Embedder.from_config(ModelConfig(backbone=backbone, pooling=pooling, attention=attention))
@@ -145,6 +150,7 @@ def test_a_training_step_keeps_every_tensor_on_the_model_device(backbone: str, p
     assert mode.violations == [] and mode.ops_on_device > 100
 
 
+@pytest.mark.slow
 def test_grad_cache_step_keeps_every_tensor_on_the_model_device() -> None:
     model = Embedder.from_config(ModelConfig(backbone="tiny-qwen2", pooling="mean"))
     tc = TrainConfig(grad_cache=True, grad_cache_chunk=2)
@@ -157,6 +163,7 @@ def test_grad_cache_step_keeps_every_tensor_on_the_model_device() -> None:
 
 
 @pytest.mark.parametrize("grad_cache", [False, True])
+@pytest.mark.slow
 def test_focal_and_hard_negative_mixing_keep_every_tensor_on_the_model_device(grad_cache: bool) -> None:
     """KaLM-V2's loss options (focal weights, the mixing draw, each row's negative index) under
     Matryoshka, in the plain step and on GradCache's cached embeddings."""
@@ -174,6 +181,7 @@ def test_focal_and_hard_negative_mixing_keep_every_tensor_on_the_model_device(gr
     assert mode.violations == [] and mode.ops_on_device > 100
 
 
+@pytest.mark.slow
 def test_the_checker_catches_a_host_tensor() -> None:
     """The placement tests can fail: a batch left on the host is an error, as on a GPU."""
     model = Embedder.from_config(ModelConfig(backbone="minilm"))
@@ -188,6 +196,7 @@ def test_the_checker_catches_a_host_tensor() -> None:
     assert len(mode.violations) == 2
 
 
+@pytest.mark.slow
 def test_encode_runs_on_the_model_device_and_gives_the_host_result() -> None:
     model = Embedder.from_config(ModelConfig(backbone="tiny-qwen2", pooling="last_token"))
     on_host = model.encode(TEXTS, max_length=32, batch_size=2)
@@ -198,6 +207,7 @@ def test_encode_runs_on_the_model_device_and_gives_the_host_result() -> None:
     np.testing.assert_allclose(on_simulated, on_host, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_training_loop_runs_on_the_resolved_device(tmp_path: Path) -> None:
     """The whole loop — sampler, batches, targets, loss, clipping, AdamW, logging — on the device."""
     from harness.train.loop import train
@@ -215,6 +225,7 @@ def test_the_training_loop_runs_on_the_resolved_device(tmp_path: Path) -> None:
     assert [e["step"] for e in log] == [1, 2] and all(np.isfinite(e["loss"]) for e in log)
 
 
+@pytest.mark.slow
 def test_data_parallel_encode_over_replicas_equals_one_device() -> None:
     """Several GPUs in one eval job: batches dealt to one replica per device give the same vectors
     (here two CPU replicas stand in for two GPUs; the CPU path itself uses no replica)."""
@@ -239,6 +250,7 @@ def test_an_eval_job_uses_every_visible_gpu_only_when_auto(monkeypatch: pytest.M
     assert devices.encode_devices("auto") == [torch.device("cpu")]
 
 
+@pytest.mark.precision
 def test_precision_is_in_the_stage_keys_and_auto_finds_either(monkeypatch: pytest.MonkeyPatch,
                                                                fresh_cache: Path) -> None:
     """A stage computed in bf16 on a GPU node is found by a CPU login node that would pick float32."""
@@ -261,6 +273,7 @@ def test_precision_is_in_the_stage_keys_and_auto_finds_either(monkeypatch: pytes
     assert evaluated.key["train"] == on_gpu_node.hash and evaluated.key["precision"] == "fp32"
 
 
+@pytest.mark.slow
 def test_an_evaluation_encodes_each_recurring_text_once() -> None:
     """mteb asks per subset and side; texts shared across subsets (CLDR's English side) are encoded once
     and the vectors equal a fresh encode."""

@@ -285,6 +285,7 @@ def minilm_embed():
     return embed
 
 
+@pytest.mark.slow
 def test_real_teacher_minilm_on_stdlib_rows(minilm_embed, tmp_path: Path) -> None:
     rows = stdlib_docstring_rows(250)
     assert len(rows) == 250

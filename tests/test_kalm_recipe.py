@@ -54,6 +54,7 @@ def test_kalm_v1_is_the_papers_configuration() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.precision  # tests `bf16: auto` as this machine (or HARNESS_SIMULATE_CPU) resolves it
 def test_kalm_v1_code_path_with_a_local_qwen2_folder(tmp_path: Path, fresh_cache: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     from sentence_transformers import SentenceTransformer

@@ -16,6 +16,7 @@ from harness.model import Embedder, format_query, pool
 TEXTS = ["This is an example sentence", "def add(a, b):\n    return a + b", "Addis Ababa ni ketema ya Ethiopia " * 3]
 
 
+@pytest.mark.slow
 def test_minilm_reproduces_the_published_embedding() -> None:
     embedder = Embedder.from_config(ModelConfig(backbone="minilm"))
     vector = embedder.encode(["This is an example sentence"], max_length=64)[0]
@@ -52,6 +53,7 @@ def test_instruction_template_is_kalms_and_query_side_only() -> None:
     assert format_query("where is x", None, template) == "where is x"
 
 
+@pytest.mark.slow
 def test_decoder_backbones_pad_left_and_batching_does_not_change_vectors() -> None:
     embedder = Embedder.from_config(ModelConfig(backbone="tiny-qwen2", pooling="last_token"))
     assert embedder.kind == "decoder" and embedder.tokenizer.padding_side == "left"
@@ -61,6 +63,7 @@ def test_decoder_backbones_pad_left_and_batching_does_not_change_vectors() -> No
 
 
 @pytest.mark.parametrize(("backbone", "pooling"), [("minilm", "mean"), ("tiny-qwen2", "last_token")])
+@pytest.mark.slow
 def test_saved_folder_loads_in_sentence_transformers_with_the_same_embeddings(
         tmp_path: Path, backbone: str, pooling: str) -> None:
     from sentence_transformers import SentenceTransformer
@@ -80,6 +83,7 @@ def test_saved_folder_loads_in_sentence_transformers_with_the_same_embeddings(
     np.testing.assert_allclose(wrapped.model.encode(TEXTS, convert_to_numpy=True), ours, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_local_folder_goes_through_the_same_loader(tmp_path: Path) -> None:
     source = load_backbone("minilm")
     source.model.save_pretrained(tmp_path / "local")

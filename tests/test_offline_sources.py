@@ -108,12 +108,34 @@ def test_stdlib_documents_are_valid_code_with_a_real_body(code_splits: dict[str,
     assert checked > 3000
 
 
-def test_stdlib_is_deterministic(code_splits: dict[str, list[CodePair]]) -> None:
-    stdlib_code.all_stdlib_code_pairs.cache_clear()
-    assert stdlib_code_pairs("test") == code_splits["test"]
-    assert stdlib_code_pairs("train") == code_splits["train"]
+_FRESH_PARSE = """
+import dataclasses, hashlib, json
+from harness.data.offline.stdlib_code import stdlib_code_pairs
+splits = {split: [dataclasses.asdict(p) for p in stdlib_code_pairs(split)] for split in ("train", "test")}
+print(hashlib.sha256(json.dumps(splits, sort_keys=True).encode()).hexdigest())
+"""
 
 
+@pytest.mark.slow
+def test_stdlib_is_deterministic(code_splits: dict[str, list[CodePair]], tmp_path: Path) -> None:
+    """This session's pairs (read from the machine cache, or parsed here) equal a fresh parse in
+    another process, with an empty machine cache and another string-hash seed."""
+    import dataclasses
+    import hashlib
+    import json
+    import os
+    import subprocess
+    import sys
+
+    ours = {split: [dataclasses.asdict(p) for p in pairs] for split, pairs in code_splits.items()}
+    digest = hashlib.sha256(json.dumps(ours, sort_keys=True).encode()).hexdigest()
+    env = {**os.environ, "HARNESS_MACHINE_CACHE": str(tmp_path / "empty"), "PYTHONHASHSEED": "12345"}
+    fresh = subprocess.run([sys.executable, "-c", _FRESH_PARSE], env=env, capture_output=True, text=True, check=True)
+    assert fresh.stdout.strip() == digest
+    assert list((tmp_path / "empty" / "stdlib-code").glob("*.json")), "the other process really parsed"
+
+
+@pytest.mark.slow
 def test_stdlib_disk_cache_gives_the_parse_and_survives_a_corrupt_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sysconfig
@@ -194,7 +216,23 @@ def test_cldr_known_translations(bitext_splits: dict[str, dict[str, list[BitextP
 
 
 def test_cldr_is_deterministic_and_subsettable(bitext_splits: dict[str, dict[str, list[BitextPair]]]) -> None:
-    assert cldr_bitext("test") == bitext_splits["test"]
+    import dataclasses
+    import hashlib
+    import json
+
+    from .conftest import in_another_process
+
+    def digest(splits: dict[str, list[BitextPair]]) -> str:
+        as_json = {lang: [dataclasses.asdict(p) for p in pairs] for lang, pairs in sorted(splits.items())}
+        return hashlib.sha256(json.dumps(as_json, sort_keys=True).encode()).hexdigest()
+
+    child = in_another_process(
+        "import dataclasses, hashlib, json\n"
+        "from harness.data.offline.cldr_bitext import cldr_bitext\n"
+        "splits = cldr_bitext('test')\n"
+        "as_json = {lang: [dataclasses.asdict(p) for p in pairs] for lang, pairs in sorted(splits.items())}\n"
+        "print(hashlib.sha256(json.dumps(as_json, sort_keys=True).encode()).hexdigest())\n", hash_seed="7")
+    assert child.strip() == digest(bitext_splits["test"])  # another process, another string-hash seed
     only_months = cldr_bitext("train", langs=["yo"], kinds=["month"])
     assert set(only_months) == {"yo"}
     assert only_months["yo"] == [p for p in bitext_splits["train"]["yo"] if p.key.startswith("month:")]

@@ -16,6 +16,9 @@ from harness.config import ModelConfig, VariantConfig
 from harness.data.rows import TrainRow
 from harness.model import Embedder
 
+# Every test here loads (and most train) a model; their tolerances are float32's, pinned per config.
+pytestmark = [pytest.mark.slow, pytest.mark.precision]
+
 TEXTS = ["where is the station", "def add(a, b):\n    return a + b", "Addis Ababa ni ketema ya Ethiopia " * 3]
 QWEN_CHAT_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"

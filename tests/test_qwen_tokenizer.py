@@ -97,6 +97,7 @@ def test_nfc_normalisation(converted) -> None:
     assert normalizer.normalize_str("\u03d2\u0301\u03d2\u0308\u017f\u0307") == "\u03d3\u03d4\u1e9b"
 
 
+@pytest.mark.slow
 def test_second_call_loads_the_cache_and_matches(converted, cache_dir: Path) -> None:
     from transformers import AutoTokenizer
 
@@ -121,6 +122,7 @@ def test_second_call_loads_the_cache_and_matches(converted, cache_dir: Path) -> 
         assert converted.decode(expected) == unicodedata.normalize("NFC", text)
 
 
+@pytest.mark.slow
 def test_padding_side(cache_dir: Path, converted) -> None:
     left = qwen2_tokenizer(cache_dir, padding_side="left")
     right = qwen2_tokenizer(cache_dir)

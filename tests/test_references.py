@@ -29,6 +29,7 @@ variants:
 """
 
 
+@pytest.mark.slow
 def test_a_recipe_filters_with_its_own_trained_base_as_teacher(tmp_path: Path, fresh_cache: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     from harness.references import Resolver

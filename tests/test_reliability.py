@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -133,9 +132,7 @@ def test_bad_yaml_file_is_one_message(tmp_path: Path, fresh_cache: Path, capsys:
                                       content: bytes, expected: str) -> None:
     recipe = tmp_path / "bad.yaml"
     recipe.write_bytes(content)
-    started = time.perf_counter()
-    assert _ablate(recipe, tmp_path) == 2
-    assert time.perf_counter() - started < 10  # an alias bomb is rejected, not expanded
+    assert _ablate(recipe, tmp_path) == 2  # an alias bomb is rejected, not expanded (timed: bench/bench_fail_fast.py)
     assert _error(capsys) == f"{recipe.resolve()}{expected}"
     _assert_nothing_written(tmp_path, fresh_cache)
 

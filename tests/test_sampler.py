@@ -110,7 +110,6 @@ def test_order_is_a_function_of_seed_and_epoch(task_of_row):
     def build(seed: int, epoch: int) -> list[list[int]]:
         return semi_homogeneous_batches(task_of_row, global_batch_size=GLOBAL, ratio=0.5, seed=seed, epoch=epoch)
 
-    assert build(5, 2) == build(5, 2)
     assert build(5, 2) != build(6, 2)
     assert build(5, 2) != build(5, 3)
     assert build(1, 0) != build(0, 1)  # not seeded with seed + epoch
@@ -120,6 +119,30 @@ def test_order_is_a_function_of_seed_and_epoch(task_of_row):
     assert list(sampler) == build(5, 2)
     sampler.set_epoch(3)
     assert list(sampler) == build(5, 3)
+
+
+_BUILD_IN_A_CHILD = """
+import json, sys
+from harness.data.sampler import semi_homogeneous_batches
+labels = json.loads(sys.stdin.read())
+print(json.dumps(semi_homogeneous_batches(labels, global_batch_size=32, ratio=0.5, seed=5, epoch=2)))
+"""
+
+
+def test_order_is_the_same_in_processes_with_other_hash_seeds(task_of_row):
+    """Every rank builds the batches itself: two processes (other PYTHONHASHSEED, as two ranks or a
+    resumed run may have) must get exactly this process's order."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    here = semi_homogeneous_batches(task_of_row, global_batch_size=GLOBAL, ratio=0.5, seed=5, epoch=2)
+    for hash_seed in ("1", "2"):
+        child = subprocess.run([sys.executable, "-c", _BUILD_IN_A_CHILD], input=json.dumps(task_of_row),
+                               env={**os.environ, "PYTHONHASHSEED": hash_seed}, capture_output=True, text=True,
+                               check=True)
+        assert json.loads(child.stdout) == here, f"PYTHONHASHSEED={hash_seed}"
 
 
 def test_ranks_get_disjoint_slices_of_the_same_global_batches(task_of_row):

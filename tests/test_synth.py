@@ -331,6 +331,7 @@ def test_resume_after_interruption(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ local backend
 
 
+@pytest.mark.slow
 def test_tiny_qwen2_nonsense_is_rejected_and_counted(tmp_path: Path) -> None:
     backend = TransformersBackend("tiny-qwen2")
     messages = [{"role": "user", "content": "Say something."}]

@@ -165,6 +165,7 @@ build_data(VariantConfig.model_validate({"data": {"hard_negatives": 3, "sources"
 """
 
 
+@pytest.mark.slow
 def test_a_killed_data_stage_leaves_no_table_and_the_rerun_builds_it(tmp_path: Path, fresh_cache: Path) -> None:
     from harness.stages import data_stage
     from harness.train.stage import build_data

@@ -117,6 +117,15 @@ def _convert(tiktoken_file: Path) -> PreTrainedTokenizerFast:
     )
 
 
+def _save_converted(tmp: Path) -> None:
+    """Convert into the staging folder; never let an incomplete folder be renamed into place (a
+    library that skips writing on some distributed rank would otherwise poison the cache)."""
+    _convert(_tiktoken_file()).save_pretrained(tmp)
+    missing = [name for name in ("tokenizer.json", "tokenizer_config.json") if not (tmp / name).is_file()]
+    if missing:
+        raise HarnessError(f"converting the Qwen2 tokenizer into {tmp} wrote no {', '.join(missing)}")
+
+
 def qwen2_tokenizer(cache_dir: Path | None = None, padding_side: str = "right") -> PreTrainedTokenizerFast:
     """The Qwen2 tokenizer (151,665 tokens; eos = pad = `<|endoftext|>` = 151643, no bos).
 
@@ -129,8 +138,7 @@ def qwen2_tokenizer(cache_dir: Path | None = None, padding_side: str = "right") 
 
     folder = tokenizer_folder(cache_dir)
     # On a hit build_once only cleans a killed converter's staging (the folder appears complete).
-    build_once(folder, lambda tmp: _convert(_tiktoken_file()).save_pretrained(tmp),
-               what="the converted Qwen2 tokenizer")
+    build_once(folder, _save_converted, what="the converted Qwen2 tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.padding_side = padding_side
     return tokenizer

@@ -7,10 +7,16 @@ Qwen2-0.5B, at ~0.3 s a training step. Saved once to the cache so it loads like 
 
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
 from pathlib import Path
+from typing import Any
 
+from harness.atomic import owner_tag
+from harness.errors import HarnessError
 from harness.hashing import content_hash
-from harness.locks import build_once
+from harness.locks import build_once, locked
 from harness.paths import machine_cache_root
 
 TINY_QWEN2 = {
@@ -26,6 +32,7 @@ TINY_QWEN2 = {
     "eos_token_id": 151643,
 }
 INIT_SEED = 0
+FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
 def tiny_qwen2_path(cache_dir: Path | None = None) -> Path:
@@ -34,6 +41,39 @@ def tiny_qwen2_path(cache_dir: Path | None = None) -> Path:
     In the machine cache, beside the bf16 calibration: it is a fact of the installed packages, not
     a stage output, so every stage cache on the machine shares one copy (it takes ~8 s to build)."""
     return (cache_dir or machine_cache_root() / "backbones") / f"tiny-qwen2-{content_hash([TINY_QWEN2, INIT_SEED])}"
+
+
+def _complete(folder: Path) -> bool:
+    """A loadable tiny-qwen2 folder holds its config, weights and tokenizer files."""
+    return all((folder / name).is_file() for name in FILES)
+
+
+def _save_weights(model: Any, folder: Path) -> None:
+    """Write config.json + model.safetensors whatever the process's distributed rank.
+
+    `PreTrainedModel.save_pretrained` silently writes nothing on a rank other than 0 once
+    torch.distributed is initialised (transformers >= 5, `should_save_on_this_rank`): a rank 1 that
+    won the build lock on an empty machine cache then committed a folder holding only the tokenizer,
+    and every later load failed ("Should have a model_type key"). The config's own save and
+    safetensors do not look at the rank; the bytes are those save_pretrained writes on rank 0.
+    """
+    from safetensors.torch import save_file
+
+    model.config.save_pretrained(folder)
+    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def _discard_incomplete(folder: Path) -> None:
+    """Move aside a folder an older version committed incomplete (see `_save_weights`), under the
+    build lock, so build_once builds it again instead of every run failing on it."""
+    if not folder.exists() or _complete(folder):
+        return
+    with locked(folder, what="the tiny-qwen2 backbone"):
+        if folder.exists() and not _complete(folder):
+            trash = folder.parent / f".{folder.name}.{owner_tag()}.{secrets.token_hex(4)}.tmp"
+            os.replace(folder, trash)
+            shutil.rmtree(trash, ignore_errors=True)
 
 
 def tiny_qwen2_folder(cache_dir: Path | None = None) -> Path:
@@ -53,9 +93,13 @@ def tiny_qwen2_folder(cache_dir: Path | None = None) -> Path:
             model = Qwen2Model(Qwen2Config(**TINY_QWEN2))
         finally:
             torch.random.set_rng_state(generator_state)
-        model.save_pretrained(tmp)
+        _save_weights(model, tmp)
         tokenizer.save_pretrained(tmp)
+        if not _complete(tmp):  # never rename an incomplete folder into place
+            missing = [name for name in FILES if not (tmp / name).is_file()]
+            raise HarnessError(f"building tiny-qwen2 in {tmp} wrote no {', '.join(missing)}")
 
+    _discard_incomplete(folder)
     # Always through build_once: on a hit it only cleans a killed builder's staging (a folder
     # exists only complete, renamed into place, so it is a hit exactly when config.json is there).
     build_once(folder, build, what="the tiny-qwen2 backbone")

@@ -68,6 +68,10 @@ def load_backbone(spec: str, *, trust_remote_code: bool = False) -> Backbone:
     Weights are always loaded in float32, whatever dtype they are stored in (Qwen2-0.5B is stored
     in bf16): training needs float32 master weights (AdamW's 1e-5 steps vanish in bf16), and bf16
     compute comes only through autocast where the device runs it natively (harness.devices).
+
+    `use_kernels=False`: transformers >= 5.2x swaps layers for Hub kernels by default when the
+    `kernels` package is installed (it is a transformers dependency), i.e. code fetched at load time
+    that differs per device and Hub state. A benchmark's model must be the model's own layers.
     """
     import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -77,7 +81,7 @@ def load_backbone(spec: str, *, trust_remote_code: bool = False) -> Backbone:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = AutoModel.from_pretrained(source, config=config, trust_remote_code=trust_remote_code,
-                                          dtype=torch.float32)
+                                          dtype=torch.float32, use_kernels=False)
     except OSError as exc:
         from harness.hub import hub_offline
 

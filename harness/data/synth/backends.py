@@ -48,7 +48,7 @@ class TransformersBackend:
             self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(source)
             # A folder saved from a bare `Qwen2Model` (tiny-qwen2) loads into the ForCausalLM class:
             # transformers maps the base weights and ties the LM head to the embeddings.
-            self.model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(source).to(device)
+            self.model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(source, use_kernels=False).to(device)
         except OSError as exc:
             raise HarnessError(f"synth model {model!r} could not be loaded from {source!r}: {exc}") from None
         self.model.eval()

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,59 @@ def test_a_job_whose_recipe_changed_names_the_recipe_and_the_change(tmp_path: Pa
     message = str(changed.value)
     assert "\n" not in message and str(recipe_path) in message and "variant 'base' (seed 0)" in message
     assert "train.lr: 0.001 -> 0.002" in message and "run ablate again" in message
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.is_file() else []
+
+
+@pytest.mark.slow
+def test_a_preempted_training_job_is_requeued_and_ends_with_the_uninterrupted_weights(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """submitit's signal (USR2, what SLURM sends before the time limit or a preemption) reaches the
+    running job after its first checkpoint. With a 10-minute limit submitit counts any signal as a
+    timeout, and a timed-out job is requeued only if its callable has checkpoint(): TrainJob's
+    resubmits it, the local executor restarts it, and it resumes from that checkpoint."""
+    pytest.importorskip("submitit")
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("finds the job's process through /proc")
+    from safetensors.torch import load_file
+
+    from harness.executors import SlurmOptions, _executor
+    from harness.jobs import TrainJob
+    from harness.pipeline import plan, run_data, run_train, task_revisions
+    from harness.recipe import load_recipe
+
+    text = RECIPE.format(task=tiny_column_task(tmp_path / "task", "TinyColumnsA")).split("variants:")[0]
+    text = text.replace("steps: 2, batch_size: 4", "steps: 16, checkpoint_every: 3, batch_size: 4, bf16: false")
+    recipe_path = write(tmp_path / "preempted.yaml", text)
+    recipe = load_recipe(recipe_path)
+    tasks = task_revisions(recipe)
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache-whole"))
+    (whole,) = plan(recipe, tmp_path / "results", tasks)
+    run_data(whole, tasks, lambda _: None)
+    run_train(whole, lambda _: None, show_progress=False)
+
+    cache = tmp_path / "cache-jobs"
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))  # the job inherits it
+    (p,) = plan(recipe, tmp_path / "results", tasks)
+    pool = _executor("submitit-local", cache / "submitit", SlurmOptions(time_minutes=10))
+    job = pool.submit(TrainJob(), str(recipe_path), "base", 0, str(tmp_path / "results"), p.config.to_dict())
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(cache.glob("train/*.partial/step-*/state.pt")):
+        assert job.state == "RUNNING", job.stderr()
+        time.sleep(0.1)
+    (task,) = _children(int(job.job_id))  # the controller's one task: the python process running TrainJob
+    os.kill(task, signal.SIGUSR2)
+    produced = job.result()
+    log = job.stdout() or ""
+    assert "TrainJob: preempted or timed out; requeued" in log and "resumed from step" in log, log[-3000:]
+    assert task not in _children(int(job.job_id))  # another process finished it
+    assert produced["train"]["hash"] == whole.train.hash
+    summary = json.loads((cache / "train" / whole.train.hash / "summary.json").read_text())
+    assert summary["resumed_from"] >= 3
+    a = load_file(cache / "train" / whole.train.hash / "model" / "model.safetensors")
+    b = load_file(tmp_path / "cache-whole" / "train" / whole.train.hash / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)

@@ -14,6 +14,11 @@ Run by a maintainer on a GPU machine (no Hub access needed), through `bench/gpu_
 4. tokens/s, achieved TFLOP/s as a fraction of the device's measured bf16 (or float32) matmul
    peak, peak device memory, and PASS/FAIL lines: finite losses, loss decreasing,
    `SentenceTransformer(export)` equal to the harness's embeddings to 1e-3.
+5. Precision per device: what `bf16: auto` resolves to on every visible GPU (compute capability
+   >= 8.0 means bf16; a V100 or T4 must say float32).
+6. Ranks agree: a LoRA variant trained for a few steps by 2 ranks under torchrun (NCCL on 2 GPUs,
+   gloo with --cpu) — every rank holds rank 0's weights (max |diff| 0), and each rank's device and
+   precision are listed. Skipped with fewer than 2 GPUs.
 
 `--cpu --tiny` runs the same steps on the CPU with a tiny model (a test runs it). Exit code 1 if any
 check fails.
@@ -112,6 +117,9 @@ def main() -> int:
     device = torch.device("cpu") if args.cpu else resolve_device("auto")
     precision = resolve_precision("auto", device)
     print(f"device {device}; bf16: auto -> {precision.name} ({precision.reason})")
+    if not args.cpu:  # 5. every visible GPU: a mixed node must resolve per device
+        for index in range(torch.cuda.device_count()):
+            print(f"  cuda:{index}: bf16: auto -> {resolve_precision('auto', torch.device('cuda', index)).reason}")
 
     # ---------------------------------------------------------------- 2. model, data, training
     tiny = args.tiny
@@ -227,10 +235,39 @@ def main() -> int:
           f"sentence-transformers {n_texts / timings['sentence-transformers']:,.0f} texts/s "
           f"(harness/ST speed {timings['sentence-transformers'] / timings['harness']:.2f}x)")
 
+    # ---------------------------------------------------------------- 6. ranks agree
+    if args.cpu or torch.cuda.device_count() >= 2:
+        ranks_agree(config, workdir, min(steps, 4), cpu=args.cpu)
+    else:
+        print(f"SKIP  ranks agree: needs 2 GPUs, {torch.cuda.device_count()} visible")
+
     failed = [name for name, ok, _ in RESULTS if not ok]
     print(f"\n{len(RESULTS) - len(failed)}/{len(RESULTS)} checks passed" + (f"; FAILED: {failed}" if failed else ""))
     print(f"work folder: {workdir}")
     return 1 if failed else 0
+
+
+def ranks_agree(config: dict[str, Any], workdir: Path, steps: int, *, cpu: bool) -> None:
+    """2 ranks train a LoRA variant (adapters are drawn at random: the case that diverged) for a
+    few steps; every rank must hold rank 0's weights. Lists each rank's device and precision."""
+    import yaml
+
+    lora = {**config, "train": {**config["train"], "nproc": 2, "steps": steps,
+                                "lora": {"r": 8, "alpha": 16, "targets": ["q_proj", "v_proj"]}}}
+    path = workdir / "variant-lora-2ranks.yaml"
+    path.write_text(yaml.safe_dump(lora), encoding="utf-8")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(REPO / "bench" / "gpu_ranks.py"), str(path), str(steps)]
+    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        check("ranks agree", False, f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
+        return
+    result = json.loads(lines[-1])
+    for rank in result["ranks"]:
+        print(f"  rank {rank['rank']}: {rank['device']} ({rank['capability']}), {rank['precision']} — {rank['reason']}")
+    check(f"ranks agree after {result['steps']} steps (LoRA, {result['backend']})", result["max_diff"] == 0.0,
+          f"max |w - w_rank0| {result['max_diff']:.3g} over all parameters and ranks")
 
 
 def _st_encode(model: Any, texts: list[str], device: Any, bf16: bool) -> Any:

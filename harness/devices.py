@@ -3,7 +3,7 @@
 - `resolve_device("auto")` is `cuda:LOCAL_RANK` under torchrun, `cuda` when a GPU is visible, else
   `cpu`. Every module that builds tensors asks the model for its device; nothing assumes the CPU.
 - `resolve_precision(setting, device)` decides bf16 autocast. `auto` means bf16 only where the device
-  runs it natively — a CUDA GPU with `torch.cuda.is_bf16_supported()`, a CPU that reports AVX512_BF16
+  runs it natively — a CUDA GPU of compute capability >= 8.0 (Ampere on), a CPU that reports AVX512_BF16
   or AMX, or a CPU whose one-off calibration matmul shows bf16 no slower than float32 — and float32
   elsewhere: on an AVX2-only CPU bf16 is emulated and ~50x slower than float32. `true` forces bf16
   with one warning that quotes the measured slowdown. The calibration is cached per machine (CPU
@@ -231,15 +231,32 @@ def cpu_bf16_native() -> tuple[bool, str]:
                    f"{slowdown:.1f}x slower than float32")
 
 
+def cuda_bf16_native(index: int) -> tuple[bool, str]:
+    """Native bf16 on CUDA GPU `index`: compute capability >= 8.0 (Ampere and later).
+
+    `torch.cuda.is_bf16_supported()` alone is not the answer: by default it counts emulation (True on
+    a V100 or T4, where bf16 runs far slower than float32) and it asks about the current device, not
+    `index`. Its `including_emulation=False` answer is a cross-check; when the two disagree we trust
+    the capability and say so.
+    """
+    import torch
+
+    name = torch.cuda.get_device_name(index)
+    major, minor = torch.cuda.get_device_capability(index)
+    native = major >= 8
+    torch_says = torch.cuda.is_bf16_supported(including_emulation=False)
+    note = "" if torch_says == native else (
+        f"; torch.cuda.is_bf16_supported(including_emulation=False) says {torch_says} for the current device")
+    if native:
+        return True, f"{name} (compute capability {major}.{minor}) runs bf16 natively{note}"
+    return False, f"{name} (compute capability {major}.{minor} < 8.0) has no native bf16 (pre-Ampere GPU){note}"
+
+
 def device_bf16_native(device: torch.device) -> tuple[bool, str]:
     import torch
 
     if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        name = torch.cuda.get_device_name(index)
-        if torch.cuda.is_bf16_supported():
-            return True, f"{name} supports bf16"
-        return False, f"{name} has no native bf16 (pre-Ampere GPU)"
+        return cuda_bf16_native(device.index if device.index is not None else torch.cuda.current_device())
     if device.type == "cpu":
         return cpu_bf16_native()
     return False, f"bf16 is not enabled automatically on {device.type}"

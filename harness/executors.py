@@ -7,6 +7,11 @@ SLURM through a job dependency (afterok), with the local executor by waiting for
 before submitting its shards. A job reloads the recipe by path and runs the same idempotent, cached
 stages as a local run, so stages already done are skipped and a failed job is redone by running the
 same command again. The parent publishes results/ and writes the report once every job is done.
+
+Precision belongs to the machine that computes: the parent sends each job its run's config, not a
+stage hash resolved on the login node, and publishes the stages the jobs report back (an arm
+trained in bf16 on a GPU node is published as such, though the login node would pick float32).
+Jobs are requeued by submitit on preemption or timeout and resume (harness/jobs.py).
 """
 
 from __future__ import annotations
@@ -31,45 +36,10 @@ class SlurmOptions:
     mem_gb: int = 64
     gpus_per_node: int | None = None  # training jobs; default: the variant's train.nproc
     eval_gpus: int = 1  # each evaluation shard
+    setup: tuple[str, ...] = ()  # shell lines each job runs first (module load, source venv/bin/activate)
 
 
-# ----------------------------------------------------------------------------- inside a job
-
-
-def _load_plan(recipe_path: str, variant_name: str, seed: int, results_root: str,
-               train_hash: str) -> tuple[RunPlan, dict[str, tuple[Any, str]]]:
-    from harness.pipeline import plan, task_revisions
-    from harness.recipe import load_recipe
-
-    recipe = load_recipe(recipe_path)
-    tasks = task_revisions(recipe)
-    plans = [p for p in plan(recipe, Path(results_root), tasks) if p.variant.name == variant_name and p.seed == seed]
-    if not plans:
-        raise HarnessError(f"{recipe_path}: no variant {variant_name!r} with seed {seed}")
-    if plans[0].train.hash != train_hash:
-        raise HarnessError(f"{recipe_path}: changed since the job was submitted (variant {variant_name!r}, seed "
-                           f"{seed} now trains stage {plans[0].train.hash}, not {train_hash}); run ablate again")
-    return plans[0], tasks
-
-
-def train_job(recipe_path: str, variant_name: str, seed: int, results_root: str, train_hash: str) -> str:
-    """One (variant, seed) through data (+ contamination) -> train; returns the train stage hash."""
-    from harness.pipeline import run_data, run_train
-
-    p, tasks = _load_plan(recipe_path, variant_name, seed, results_root, train_hash)
-    run_data(p, tasks, print)
-    run_train(p, print, show_progress=False)
-    return p.train.hash
-
-
-def eval_job(recipe_path: str, variant_name: str, seed: int, results_root: str, train_hash: str,
-             task_names: list[str]) -> list[str]:
-    """One task shard of a trained (variant, seed): evaluates the shard's tasks not cached yet."""
-    from harness.pipeline import run_eval
-
-    p, tasks = _load_plan(recipe_path, variant_name, seed, results_root, train_hash)
-    run_eval(p, tasks, print, show_progress=False, only=task_names)
-    return [p.evals[t].hash for t in task_names]
+# What runs inside a job is harness/jobs.py (TrainJob, EvalJob): it plans on its own node.
 
 
 # ----------------------------------------------------------------------------- the parent
@@ -80,7 +50,9 @@ class _Job:
     what: str  # "training of base (seed 0)", "eval shard 2/4 of base (seed 0)"
     handle: Any  # a submitit Job
     tasks: list[str] = field(default_factory=list)
+    run: int = -1  # index of its run in the plans
     after: _Job | None = None  # the training job this shard waits for
+    produced: dict[str, Any] | None = None  # what the job returned: the stages it computed (harness.jobs)
 
 
 def _label(p: RunPlan) -> str:
@@ -97,7 +69,7 @@ def slurm_parameters(p: RunPlan, slurm: SlurmOptions, *, shard: str | None = Non
     name = f"harness-{p.recipe.name}-{p.variant.name}-s{p.seed}-" + (f"eval{shard}" if shard else "train")
     return {"time": slurm.time_minutes, "partition": slurm.partition, "cpus_per_task": slurm.cpus_per_task,
             "mem": f"{slurm.mem_gb}GB", "gpus_per_node": gpus, "ntasks_per_node": 1,
-            "job_name": name.replace("/", "_"), "additional_parameters": extra}
+            "job_name": name.replace("/", "_"), "additional_parameters": extra, "setup": list(slurm.setup)}
 
 
 def _executor(kind: str, folder: Path, slurm: SlurmOptions) -> Any:
@@ -107,7 +79,7 @@ def _executor(kind: str, folder: Path, slurm: SlurmOptions) -> Any:
         raise HarnessError("executor needs submitit: pip install submitit") from None
     if kind == "submitit-local":
         pool = submitit.LocalExecutor(folder=str(folder))
-        pool.update_parameters(timeout_min=slurm.time_minutes)
+        pool.update_parameters(timeout_min=slurm.time_minutes, setup=list(slurm.setup))
         return pool
     if kind == "slurm":
         try:
@@ -118,9 +90,10 @@ def _executor(kind: str, folder: Path, slurm: SlurmOptions) -> Any:
 
 
 def _outcome(job: _Job) -> str | None:
-    """None when the job succeeded, else one line naming it, its tasks and its log file."""
+    """None when the job succeeded (its result kept in `job.produced`), else one line naming it,
+    its tasks and its log file."""
     try:
-        job.handle.result()
+        job.produced = job.handle.result()
         return None
     except Exception as exc:  # noqa: BLE001 - any failure is reported with submitit's log path
         text = str(exc)
@@ -141,11 +114,13 @@ def submit_runs(plans: list[RunPlan], tasks: dict[str, tuple[Any, str]], *, exec
     """Training jobs, then evaluation shards, wait for all; publish every run that is complete.
     Raises HarnessRuntimeError naming each failed job (its tasks and log file) after publishing the rest."""
     from harness.evaluate.shards import split_tasks, task_size
-    from harness.pipeline import check_external_teachers, publish, teacher_runs
+    from harness.jobs import EvalJob, TrainJob
+    from harness.pipeline import check_external_teachers, teacher_runs
 
     slurm = slurm or SlurmOptions()
     pool = _executor(executor, folder, slurm)
-    args = [(str(p.recipe.path), p.variant.name, p.seed, str(p.results_root), p.train.hash) for p in plans]
+    # the run's config (bf16: auto unresolved), not a stage hash resolved on this machine
+    args = [(str(p.recipe.path), p.variant.name, p.seed, str(p.results_root), p.config.to_dict()) for p in plans]
 
     check_external_teachers(plans)
     index = {(p.variant.name, p.seed): i for i, p in enumerate(plans)}  # plans come teachers first
@@ -180,7 +155,7 @@ def submit_runs(plans: list[RunPlan], tasks: dict[str, tuple[Any, str]], *, exec
         if executor == "slurm":
             after = ":".join(trains[j].handle.job_id for j in teachers) or None
             pool.update_parameters(**slurm_parameters(p, slurm, after=after))
-        trains[i] = _Job(f"training of {_label(p)}", pool.submit(train_job, *args[i]))
+        trains[i] = _Job(f"training of {_label(p)}", pool.submit(TrainJob(), *args[i]))
         after_text = f" after {', '.join(trains[j].what for j in teachers)}" if teachers else ""
         log(f"submitted training of {_label(p)} as job {trains[i].handle.job_id}{after_text}")
 
@@ -209,7 +184,7 @@ def submit_runs(plans: list[RunPlan], tasks: dict[str, tuple[Any, str]], *, exec
             if executor == "slurm":
                 pool.update_parameters(**slurm_parameters(p, slurm, shard=f"{k}of{len(split)}",
                                                           after=train.handle.job_id if train else None))
-            job = _Job(what, pool.submit(eval_job, *args[i], shard), tasks=shard, after=train)
+            job = _Job(what, pool.submit(EvalJob(), *args[i], shard), tasks=shard, after=train, run=i)
             shards.append(job)
             log(f"submitted {what} ({len(shard)} task(s): {', '.join(shard)}) as job {job.handle.job_id}")
 
@@ -231,10 +206,36 @@ def submit_runs(plans: list[RunPlan], tasks: dict[str, tuple[Any, str]], *, exec
         if failure:
             failures.append(failure)
 
-    for p in plans:
-        if not _needs_training(p) and all(s.done() for s in p.evals.values()):
-            publish(p)
+    _publish_produced(plans, trains, shards, log)
     if failures:
         raise HarnessRuntimeError(f"{len(failures)} job(s) did not finish; every finished stage is cached, so running "
                                   f"the same command again redoes only what is missing. Job logs: {folder}\n  - "
                                   + "\n  - ".join(failures))
+
+
+def _publish_produced(plans: list[RunPlan], trains: dict[int, _Job], shards: list[_Job], log: Any) -> None:
+    """Publish every complete run as its jobs computed it: the stages a job reports back replace the
+    ones planned here, whose precision this machine resolved (a login node without bf16 plans float32
+    stages for arms its GPU jobs train in bf16)."""
+    import dataclasses
+
+    from harness.jobs import stage_from
+    from harness.pipeline import publish
+
+    shards_of: dict[int, list[_Job]] = {}
+    for job in shards:
+        shards_of.setdefault(job.run, []).append(job)
+    for i, p in enumerate(plans):
+        produced = p
+        train = trains.get(i)
+        if train is not None and train.produced:
+            stages = {kind: stage_from(rec) for kind, rec in train.produced.items()}
+            produced = dataclasses.replace(produced, **stages)
+        evals = dict(produced.evals)
+        for job in shards_of.get(i, []):
+            evals.update({t: stage_from(rec) for t, rec in (job.produced or {}).items()})
+        produced = dataclasses.replace(produced, evals=evals)
+        if not _needs_training(produced) and all(s.done() for s in produced.evals.values()):
+            log(f"publishing {_label(p)}: trained in {produced.train.key['precision']}, evaluated in "
+                f"{', '.join(sorted({s.key['precision'] for s in produced.evals.values()}))}")
+            publish(produced, log)

@@ -99,14 +99,38 @@ def test_forced_bf16_warns_once_with_the_measured_slowdown(monkeypatch: pytest.M
     assert len(messages) == 1 and "55.5x slower than float32" in messages[0]
 
 
-def test_bf16_auto_on_cuda_asks_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "Tesla V100")
+def _gpus(monkeypatch: pytest.MonkeyPatch, *gpus: tuple[str, int, int]) -> None:
+    """torch.cuda answering as on a machine with these GPUs (name, major, minor): only the lowest
+    calls are replaced, so torch's own is_bf16_supported / get_device_capability / get_device_name run."""
+    from types import SimpleNamespace
+
+    def properties(device: object = None) -> SimpleNamespace:
+        index = torch.cuda._utils._get_device_index(device, optional=True)
+        name, major, minor = gpus[index]
+        return SimpleNamespace(name=name, major=major, minor=minor)
+
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
+    # a bf16 tensor can be made on every CUDA GPU (emulated before Ampere): what makes torch's default say True
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True)
+
+
+def test_bf16_auto_on_cuda_needs_compute_capability_8_of_the_device_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A V100 (7.0) reports bf16 "supported" through emulation; auto must still pick float32 there."""
+    _gpus(monkeypatch, ("Tesla V100-SXM2-16GB", 7, 0))
+    assert torch.cuda.is_bf16_supported() is True  # torch's default answer on a V100: emulation counts
+    assert torch.cuda.is_bf16_supported(including_emulation=False) is False
     v100 = devices.resolve_precision("auto", torch.device("cuda", 0))
-    assert not v100.bf16 and "Tesla V100 has no native bf16" in v100.reason
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert not v100.bf16 and "Tesla V100-SXM2-16GB (compute capability 7.0 < 8.0) has no native bf16" in v100.reason
+    assert devices.resolve_precision("auto", torch.device("cuda")).name == "fp32"  # no index: the current one
+    # a node with an A100 as device 0 and a T4 as device 1: each rank asks about its own GPU
+    _gpus(monkeypatch, ("NVIDIA A100-SXM4-80GB", 8, 0), ("Tesla T4", 7, 5))
     assert devices.resolve_precision("auto", torch.device("cuda", 0)).bf16
+    t4 = devices.resolve_precision("auto", torch.device("cuda", 1))
+    assert not t4.bf16 and "Tesla T4 (compute capability 7.5 < 8.0)" in t4.reason
+    assert "says True for the current device" in t4.reason  # torch's cross-check asked about device 0
 
 
 def test_calibration_is_measured_once_per_machine(calibration: None) -> None:

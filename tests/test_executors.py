@@ -112,7 +112,7 @@ def test_a_failed_shard_is_named_with_its_tasks_and_log(tmp_path: Path, fresh_ca
     assert "2 job(s) did not finish" in message and "running the same command again" in message
     assert "eval shard 1/2 of base (seed 0) failed [job " in message
     assert f"tasks: {SHARD_1}; log: " in message and f"tasks: {SHARD_2}; log: " in message
-    assert "changed since the job was submitted" in message
+    assert "changed since the job was submitted (train.lr: 0.001 -> 0.002)" in message  # the recipe's change
     logs = [line.split("log: ")[1] for line in message.splitlines() if "log: " in line]
     assert len(logs) == 2 and all(Path(log).is_file() for log in logs)
     assert not (tmp_path / "results").exists()  # nothing half-published

@@ -120,7 +120,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, out: str, cache: str) -> 
 
     world = init_from_env()
     _remember_models()
-    config = _tiny_config(steps=1, batch_size=4, warmup_ratio=0.0)
+    config = _tiny_config(steps=1, batch_size=4, warmup_ratio=0.0, bf16=False)
     rows, _ = build_mix(config.data)
     log, _ = train(config, rows, Path(out) / "model", world=world, show_progress=False, stop_after=1)
     if rank == 0:
@@ -160,7 +160,7 @@ def test_two_gloo_processes_equal_one_process_over_the_global_batch(tmp_path: Pa
                                 nprocs=2, join=True)
     ddp = torch.load(tmp_path / "ddp.pt")
 
-    config = _tiny_config(steps=1, batch_size=8, warmup_ratio=0.0)  # same global batch, one process
+    config = _tiny_config(steps=1, batch_size=8, warmup_ratio=0.0, bf16=False)  # same global batch, one process (float32: numbers compared)
     rows, _ = build_mix(config.data)
     log, _ = train(config, rows, tmp_path / "single", show_progress=False, stop_after=1)
     single = {k: v.clone() for k, v in _LAST_MODEL["model"].state_dict().items()}

@@ -109,27 +109,27 @@ def _floors_text(comparisons: list[TaskComparison], summary: dict[str, Any]) -> 
 
 
 def _precision_text(recipe_dir: Path) -> str:
-    """Which precision trained and evaluated the runs (`bf16: auto` differs between machines)."""
+    """Which precision and device trained and evaluated each arm: `bf16: auto` resolves on the
+    machine that ran the stage (a GPU node's job, not the login node that submitted it)."""
     import json
 
-    seen: dict[str, set[str]] = {"train": set(), "eval": set()}
-    devices: set[str] = set()
+    arms: dict[str, set[str]] = {}
     for path in sorted(recipe_dir.glob("*/seed-*/run.json")):
         try:
             run = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         precision = run.get("precision") or {}
-        if precision.get("train"):
-            seen["train"].add(str(precision["train"]))
-        seen["eval"].update(str(p) for p in precision.get("eval") or [])
-        if (run.get("device") or {}).get("train"):
-            devices.add(str(run["device"]["train"]))
-    if not seen["train"] and not seen["eval"]:
+        if not precision.get("train"):
+            continue
+        device = (run.get("device") or {}).get("train")
+        arms.setdefault(path.parent.parent.name, set()).add(
+            f"train {precision['train']}{f' on {device}' if device else ''}, "
+            f"eval {', '.join(precision.get('eval') or ['?'])}")
+    if not arms:
         return "Precision: not recorded (runs from before precision was recorded)."
-    parts = [f"{phase} {', '.join(sorted(v)) or '?'}" for phase, v in seen.items()]
-    where = f"; training device {', '.join(sorted(devices))}" if devices else ""
-    return f"Precision (`bf16: auto` resolves per machine): {'; '.join(parts)}{where}."
+    parts = [f"{arm}: {'; '.join(sorted(ran))}" for arm, ran in sorted(arms.items())]
+    return f"Precision and device per arm (`bf16: auto` resolves on the machine that ran each stage): {'. '.join(parts)}."
 
 
 def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[str, Any]] | None = None,

@@ -29,6 +29,8 @@ from harness.errors import HarnessError
 from harness.model import Embedder, format_query
 from harness.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from harness.train.distributed import World, mean_over_ranks
+from harness.train.replicas import broadcast_from_main
+from harness.train.rng import gather_states, seed_for_model, seed_for_rank
 from harness.train.step import TrainStep
 
 
@@ -138,8 +140,10 @@ def train(
     tc, mc = config.train, config.model
     device = device or resolve_device(tc.device)
     precision = precision or resolve_precision(tc.bf16, device)
-    torch.manual_seed(tc.seed + world.rank)
+    seed_for_model(tc.seed)  # the same model on every rank (LoRA's adapters are drawn here) ...
     model = _prepare_model(config).to(device)
+    broadcast_from_main(model, world)  # ... and, whatever a build drew, rank 0's weights everywhere
+    seed_for_rank(tc.seed, world)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
 
@@ -154,7 +158,7 @@ def train(
 
     start, log = 0, []
     if work_dir is not None and (ckpt := latest_checkpoint(work_dir)) is not None:
-        start, log = load_checkpoint(ckpt, model, optimizer, scheduler)
+        start, log = load_checkpoint(ckpt, model, optimizer, scheduler, world, device)
 
     step_fn = TrainStep(model, params, optimizer, scheduler, tc, world, bf16=precision.bf16,
                         lengths=(mc.query_max_length, mc.passage_max_length))
@@ -172,8 +176,9 @@ def train(
         if step % tc.log_every == 0 or step == steps:
             log.append({"step": step, "loss": round(step_loss, 6), "lr": scheduler.get_last_lr()[0]})
         if work_dir is not None and tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < steps:
+            rng_states = gather_states(world, device)  # every rank's stream, into rank 0's one file
             if world.is_main:
-                save_checkpoint(work_dir, step, model, optimizer, scheduler, log)
+                save_checkpoint(work_dir, step, model, optimizer, scheduler, log, rng_states)
         if stop_after is not None and step >= stop_after:
             return log, {"stopped_at": step}
     wall = time.perf_counter() - started

@@ -112,8 +112,24 @@ def launch_torchrun(config: VariantConfig, *, show_progress: bool = True) -> dic
                    f"--nproc_per_node={config.train.nproc}", "-m", "harness", "train", str(cfg_path)]
             if not show_progress:
                 cmd.append("--no-progress")
-            result = subprocess.run(cmd, check=False, env=locks.inherit_env(stage.dir))
-    if result.returncode != 0 or not stage.done():
-        raise HarnessRuntimeError(f"torchrun training of stage {stage.hash} failed (exit code {result.returncode}); "
+            returncode = _run_to_the_end(cmd, env=locks.inherit_env(stage.dir))
+    if returncode != 0 or not stage.done():
+        raise HarnessRuntimeError(f"torchrun training of stage {stage.hash} failed (exit code {returncode}); "
                                   f"its checkpoints in {work_dir(stage)} let the next run resume")
     return _summary(stage)
+
+
+def _run_to_the_end(cmd: list[str], env: dict[str, str]) -> int:
+    """Run torchrun and wait; if this process is stopped meanwhile (a requeued executor job exits
+    through SystemExit, Ctrl-C), stop torchrun with SIGTERM, which it forwards to its ranks, so no
+    orphaned rank keeps training and holding the stage's lock."""
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        return proc.wait()
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise

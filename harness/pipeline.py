@@ -292,6 +292,7 @@ def publish(p: RunPlan, log: Any = print) -> None:
     atomic.write_json(out / "run.json", {
         "stages": {"data": p.data.hash, "train": p.train.hash, **{f"eval:{t}": s.hash for t, s in p.evals.items()}},
         "checkpoint": str(p.train.dir / "model"),
+        "overrides": p.recipe.overrides,  # command-line key=value edits of the recipe's base
         "precision": {"train": p.train.key["precision"],
                       "eval": sorted({s.key["precision"] for s in p.evals.values()})},
         "device": {"train": summary.get("device")},

@@ -86,6 +86,7 @@ class Recipe:
     base: VariantConfig
     axes: dict[str, list[Any]]
     variants: list[Variant] = field(default_factory=list)
+    overrides: dict[str, Any] = field(default_factory=dict)  # command-line key=value (harness/overrides.py)
 
     @property
     def control(self) -> Variant:
@@ -388,12 +389,22 @@ def _expand(recipe_file: RecipeFile, base: dict[str, Any]) -> list[tuple[str, di
     return arms
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Load, merge, validate and expand a recipe. Raises HarnessError on any problem."""
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Load, merge, validate and expand a recipe; `overrides` (dotted key -> value) edit the base
+    before validation, as a YAML edit would. Raises HarnessError on any problem."""
     from harness.references import register_recipe_dir
 
+    from harness.overrides import apply_overrides, check_values, remember
+
     path = Path(path)
+    cli_overrides = dict(overrides or {})
     recipe_file, base = _load_raw(path)
+    remember(path, cli_overrides)
+    if cli_overrides:
+
+        edited = apply_overrides(base, cli_overrides, VariantConfig)
+        check_values(base, edited, cli_overrides, VariantConfig, f"base of {path}")
+        base = edited
     register_recipe_dir(path.parent)
     try:
         base_config = VariantConfig.model_validate(base)
@@ -474,4 +485,5 @@ def load_recipe(path: str | Path) -> Recipe:
         base=base_config,
         axes=dict(recipe_file.ablate),
         variants=variants,
+        overrides=cli_overrides,
     )

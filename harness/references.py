@@ -101,16 +101,19 @@ class ResolvedRef:
         return f"python -m harness ablate {self.recipe.path}"
 
 
-_LOADED: dict[tuple[str, int], Recipe] = {}
+_LOADED: dict[tuple[str, int, str], Recipe] = {}
 
 
 def _load(path: Path) -> Recipe:
     """load_recipe, memoised by (path, mtime): stage keys resolve references many times per plan."""
+    from harness.hashing import content_hash
+    from harness.overrides import session_overrides
     from harness.recipe import load_recipe
 
-    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    overrides = session_overrides(path)  # command-line edits of this recipe apply to references too
+    key = (str(path.resolve()), path.stat().st_mtime_ns, content_hash(overrides))
     if key not in _LOADED:
-        _LOADED[key] = load_recipe(path)
+        _LOADED[key] = load_recipe(path, overrides)
     return _LOADED[key]
 
 

@@ -10,7 +10,7 @@ import os
 import sys
 
 from harness.cli.commands import load_variant_config
-from harness.cli.parser import build_parser
+from harness.cli.parser import build_parser, parse_args
 
 __all__ = ["build_parser", "load_variant_config", "main"]
 
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     failure, 130: interrupted), a bug is a summary line plus its traceback (harness/failures.py)."""
     from harness.failures import DEBUG_ENV, report
 
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     previous = os.environ.get(DEBUG_ENV)
     if args.debug:
         os.environ[DEBUG_ENV] = "1"  # torchrun ranks and executor jobs report the same way

@@ -32,7 +32,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from harness.recipe import load_recipe
 
     started = time.perf_counter()
-    recipe = load_recipe(args.recipe)  # validated before anything is built or written
+    recipe = load_recipe(args.recipe, _overrides(args))  # validated before anything is built or written
     from harness import preflight
     from harness.paths import cache_root
 
@@ -83,8 +83,15 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_variant_config(path: Path) -> VariantConfig:
-    """A variant config YAML: a bare config, or a results/<recipe>/<variant>/config.yaml."""
+def _overrides(args: argparse.Namespace) -> dict:
+    from harness.overrides import parse_overrides
+
+    return parse_overrides(list(getattr(args, "overrides", None) or []))
+
+
+def load_variant_config(path: Path, overrides: dict | None = None) -> VariantConfig:
+    """A variant config YAML: a bare config, or a results/<recipe>/<variant>/config.yaml; `overrides`
+    (dotted key -> value) edit it before validation."""
     from pydantic import ValidationError
 
     from harness.config import VariantConfig
@@ -93,6 +100,12 @@ def load_variant_config(path: Path) -> VariantConfig:
     raw = _read_yaml(path)
     if "config" in raw and "variant_hash" in raw:
         raw = raw["config"]
+    if overrides:
+        from harness.overrides import apply_overrides, check_values
+
+        edited = apply_overrides(raw, overrides, VariantConfig)
+        check_values(raw, edited, overrides, VariantConfig, str(path))
+        raw = edited
     try:
         return VariantConfig.model_validate(raw)
     except ValidationError as exc:
@@ -104,7 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from harness.stages import train_stage
     from harness.train.stage import launch_torchrun, run_train_stage
 
-    config = load_variant_config(Path(args.config))
+    config = load_variant_config(Path(args.config), _overrides(args))
     check_config(config, Path(args.config))
     under_torchrun = "WORLD_SIZE" in os.environ
     if config.train.nproc > 1 and not under_torchrun:

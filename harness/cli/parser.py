@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from harness.cli import commands
+from harness.overrides import OVERRIDE_HELP
 from harness.paths import results_root
 
 
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "evaluate stages, write results/<recipe>/, print a comparison table and "
                                    "regenerate leaderboard.md.")
     p.add_argument("recipe", help="recipe YAML file, e.g. recipes/quickstart.yaml")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDE_HELP)
     p.add_argument("--dry-run", action="store_true", help="list variants, hashes, overrides and cache state; run nothing")
     p.add_argument("--executor", default="local", choices=["local", "slurm", "submitit-local"],
                    help="local: runs one after another here (default); slurm: per run, a training job via "
@@ -57,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train one variant config through the cached data and train stages. With "
                                    "train.nproc > 1 it launches torchrun itself; under torchrun every rank runs it.")
     p.add_argument("config", help="variant config YAML (a bare config or results/<recipe>/<variant>/config.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDE_HELP)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=commands.cmd_train)
 
@@ -157,6 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_tasks)
     _debug_anywhere(parser)
     return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, letting `key=value` overrides come after options too (`ablate R --dry-run train.lr=1`)."""
+    from harness.overrides import is_override
+
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all(is_override(e) for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def _debug_anywhere(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,12 @@ if TYPE_CHECKING:  # annotations only: the CLI imports heavy modules lazily
 
 def dry_run_text(recipe: Recipe, plans: list[RunPlan]) -> str:
     lines = [f"recipe {recipe.name} ({recipe.path}), mode {recipe.mode}, seeds {recipe.seeds}",
-             f"{len(recipe.variants)} variants, {len(plans)} runs", ""]
+             f"{len(recipe.variants)} variants, {len(plans)} runs"]
+    if recipe.overrides:
+        from harness.overrides import overrides_text
+
+        lines.append(f"command-line overrides of the base: {overrides_text(recipe.overrides)}")
+    lines.append("")
     for p in plans:
         cached = p.cached()
         evals = [k for k in cached if k.startswith("eval:")]

@@ -18,6 +18,7 @@ from harness import atomic
 from harness.errors import HarnessError
 from harness.recipe import CONTROL_NAME
 from harness.report import power, stats
+from harness.report.cockpit import cockpit_sections
 from harness.report.plots import axis_plot, delta_heatmap
 from harness.report.results import (Skipped, duplicate_variants, load_scores, load_units, load_variant_configs, scan,
                                     skipped_markdown)
@@ -215,6 +216,7 @@ def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[st
 
     lines += _per_language(recipe_dir, order)
     lines += _plots(recipe_dir, scores, order)
+    lines += cockpit_sections(recipe_dir)  # overrides, lengths, estimates, training curves (harness/report/cockpit.py)
     if warnings:
         lines += ["## Warnings", "", *(f"- {w}" for w in warnings), ""]
     lines += skipped_markdown(skipped, recipe_dir)

@@ -258,7 +258,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def publish(p: RunPlan, log: Any = print) -> None:
+def publish(p: RunPlan, log: Any = print, tasks: dict[str, tuple[Any, str]] | None = None) -> None:
     """Copy the small, human-readable part of each stage into results/<recipe>/<variant>/seed-N/."""
     from collections import Counter
 
@@ -280,6 +280,15 @@ def publish(p: RunPlan, log: Any = print) -> None:
     card["instruction_budget"] = instruction_budget(p.config.model, instructions)
     for warning in card["instruction_budget"]["warnings"]:
         log(f"  warning: {warning}")
+    from harness.lengths import run_lengths
+
+    tasks = tasks or task_revisions(p.recipe)  # executor jobs publish without the parent's task objects
+    lengths = run_lengths(p.config, open_table(p.data.dir), {t: tasks[t][0] for t in p.evals})
+    if lengths:
+        card["lengths"] = lengths["training"]
+        atomic.write_json(out / "lengths.json", lengths)
+        for warning in lengths["warnings"]:
+            log(f"  warning: {warning}")
     atomic.write_json(out / "data_card.json", card)
     atomic.write_bytes(out / "train_log.jsonl", (p.train.dir / "log.jsonl").read_bytes())
     atomic.write_bytes(out / "train_summary.json", (p.train.dir / "summary.json").read_bytes())
@@ -309,5 +318,5 @@ def run_plans(plans: list[RunPlan], tasks: dict[str, tuple[Any, str]], *, log: A
         run_data(p, tasks, log, show_progress)
         run_train(p, log, show_progress)
         run_eval(p, tasks, log, show_progress)
-        publish(p, log)
+        publish(p, log, tasks)
     return time.perf_counter() - started

@@ -56,6 +56,11 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
             print(shards_text(plans, tasks, args.eval_shards))
         print(tasks_text(tasks))
+        if not args.no_lengths:
+            from harness.lengths import plan_lengths_text
+
+            print(plan_lengths_text({p.variant.name: (p.variant.config, list(p.evals)) for p in plans},
+                                    {n: t for n, (t, _) in tasks.items()}))
         print(f"\nchecked: {checked} model / path / task value(s) exist or are valid Hub ids; "
               f"results root, cache{'' if args.no_leaderboard else ' and leaderboard'} writable")
         return 0

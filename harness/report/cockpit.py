@@ -34,6 +34,46 @@ def overrides_markdown(recipe_dir: Path) -> list[str]:
     return [*lines, ""]
 
 
+def lengths_markdown(recipe_dir: Path) -> list[str]:
+    """What the model sees: each variant's token lengths (first seed: lengths do not depend on it);
+    variants after the control show only the rows that differ from it."""
+    from tabulate import tabulate
+
+    from harness.lengths import table_rows
+
+    by_variant: dict[str, dict[str, Any]] = {}
+    for seed_dir, _ in _runs(recipe_dir):
+        path = seed_dir / "lengths.json"
+        if path.is_file() and seed_dir.parent.name not in by_variant:
+            try:
+                by_variant[seed_dir.parent.name] = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError:
+                continue
+    if not by_variant:
+        return []
+    order = sorted(by_variant, key=lambda v: (v != "base", v))
+    shown: set[str] = set()
+    seen_warnings: set[str] = set()
+    rows, notes = [], []
+    for variant in order:
+        lengths = by_variant[variant]
+        for row in table_rows(lengths):
+            if repr(row) not in shown:
+                rows.append([variant, *row])
+        shown.update(repr(r) for r in table_rows(lengths))
+        notes += [f"- {variant}: {w}" for w in lengths.get("warnings", []) if w not in seen_warnings]
+        seen_warnings.update(lengths.get("warnings", []))
+    lines = ["## What the model sees", "",
+             "Tokens per text with each variant's own tokenizer (training: the rows it trained on, per source; "
+             "eval: each task's queries and corpus, a seeded sample of at most 2000 texts per side). `cut` = share "
+             "longer than the limit, which truncates them. Variants after `base` list only rows that differ.", "",
+             tabulate(rows, headers=["variant", "", "source / task", "side", "limit", "median", "p95", "cut",
+                                     "measured"], tablefmt="github"), ""]
+    if notes:
+        lines += ["Warnings (more than 5% of a side cut):", "", *notes, ""]
+    return lines
+
+
 def cockpit_sections(recipe_dir: Path) -> list[str]:
     """Every cockpit section of report.md, in order (each is empty when its data is missing)."""
-    return overrides_markdown(recipe_dir)
+    return [*overrides_markdown(recipe_dir), *lengths_markdown(recipe_dir)]

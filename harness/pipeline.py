@@ -8,6 +8,7 @@ Runs one after another here; the stage functions are plain and idempotent, so an
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from collections.abc import Collection
@@ -208,7 +209,9 @@ def run_train(p: RunPlan, log: Any, show_progress: bool) -> None:
         sweep_stale(p.train)
         return
     from harness.train.stage import launch_torchrun, run_train_stage
+    from harness.train.trackers import tracking_env
 
+    os.environ.update(tracking_env(p.recipe.name, p.variant.name, p.seed, p.data.hash, p.train.hash))
     if p.config.train.nproc > 1:
         summary = launch_torchrun(p.config, show_progress=show_progress)
     else:
@@ -307,6 +310,11 @@ def publish(p: RunPlan, log: Any = print, tasks: dict[str, tuple[Any, str]] | No
         "device": {"train": summary.get("device")},
         "versions": _versions(),
     })
+    if p.config.train.report_to:  # the eval scores join the run's tracker runs
+        from harness.train.trackers import log_scores
+
+        log_scores(p.config, scores, int(summary.get("steps") or 0), json.loads(
+            (out / "run.json").read_text(encoding="utf-8"))["stages"], p.recipe.name, p.variant.name)
 
 
 def run_plans(plans: list[RunPlan], tasks: dict[str, tuple[Any, str]], *, log: Any = print,

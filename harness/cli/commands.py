@@ -238,6 +238,14 @@ def cmd_export_mteb(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_model(args: argparse.Namespace) -> int:
+    from harness.export.card import export_model
+
+    card = export_model(Path(args.seed_dir), Path(args.out))
+    print(f"model folder with its card: {card.parent}\ncard: {card}")
+    return 0
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from harness.evaluate.tasks import REGISTRY
 

@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="leaderboard.md", help="output file (default: leaderboard.md)")
     p.set_defaults(func=commands.cmd_leaderboard)
 
-    p = sub.add_parser("export", help="write results in other tools' formats (mteb)",
+    p = sub.add_parser("export", help="write results in other tools' formats (mteb), or a model with its card",
                        description="Export results. `export mteb` writes every (variant, seed) in mteb's results "
                                    "layout, which mteb.ResultCache loads.")
     export_sub = p.add_subparsers(dest="export_format", required=True, metavar="FORMAT")
@@ -156,6 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("results_dir", metavar="RESULTS_DIR", help="results root, a recipe's folder or one variant's")
     q.add_argument("--out", required=True, metavar="DIR", help="an mteb ResultCache folder (created if missing)")
     q.set_defaults(func=commands.cmd_export_mteb)
+    q = export_sub.add_parser("model", help="a run's model folder with a model card (README.md) carrying its data "
+                                            "provenance and scores",
+                              description="Copy the checkpoint of one run (RESULTS_DIR/<recipe>/<variant>/seed-N) "
+                                          "to DIR and write its README.md: Hub metadata (library_name, base_model, "
+                                          "language, tags, datasets, model-index as mteb's create-meta writes it), "
+                                          "the recipe and overrides, the data card, training settings, and scores "
+                                          "with 95% CIs against the control. SentenceTransformer(DIR) loads it.")
+    q.add_argument("seed_dir", metavar="SEED_DIR", help="a run's results folder, e.g. results/quickstart/base/seed-0")
+    q.add_argument("--out", required=True, metavar="DIR", help="new (or empty) folder for the model")
+    q.set_defaults(func=commands.cmd_export_model)
 
     p = sub.add_parser("tasks", help="list the harness's own evaluation tasks",
                        description="List the offline evaluation tasks the harness builds from packaged data.")

@@ -76,4 +76,6 @@ def lengths_markdown(recipe_dir: Path) -> list[str]:
 
 def cockpit_sections(recipe_dir: Path) -> list[str]:
     """Every cockpit section of report.md, in order (each is empty when its data is missing)."""
-    return [*overrides_markdown(recipe_dir), *lengths_markdown(recipe_dir)]
+    from harness.report.curves import curves_markdown
+
+    return [*curves_markdown(recipe_dir), *overrides_markdown(recipe_dir), *lengths_markdown(recipe_dir)]

@@ -103,7 +103,7 @@ def front_matter(config: dict[str, Any], model_name: str, scores: dict[str, Any]
         tags=["sentence-transformers", "sentence-similarity", "feature-extraction", "harness", "mteb"],
         pipeline_tag="sentence-similarity", model_name=model_name,
         eval_results=eval_results(scores) if scores else None)
-    return data.to_yaml()
+    return data.to_yaml().rstrip("\n") + "\n"
 
 
 # ----------------------------------------------------------------------------- body
@@ -248,14 +248,15 @@ def scores_markdown(scores: dict[str, Any], recipe_dir: Path, variant: str) -> l
     for task, entry in sorted((scores.get("tasks") or {}).items()):
         c = compared.get(task)
         rows.append([task, entry.get("main_metric"), f"{100 * entry['main_score']:.2f}",
-                     *([f"{100 * c.control:.2f}", f"{100 * c.delta:+.2f}",
+                     *([f"{100 * c.value:.2f}", f"{100 * c.control:.2f}", f"{100 * c.delta:+.2f}",
                         f"[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]", f"{c.p_holm:.3g}"] if c else
-                       ["–", "–", "–", "–"])])
+                       ["–", "–", "–", "–", "–"])])
     note = ("Δ, CI and p (Holm) compare this variant with the recipe's control `base` over all seeds "
             "(paired by unit; harness report's tests)." if compared else
             "This is the control (or no control results are present): no comparison.")
     return ["## Evaluation", "", f"Main scores x100 of this run (seed {scores.get('seed')}). {note}", "",
-            _md(rows, ["task", "metric", "score", "control", "Δ", "95% CI", "p (Holm)"]), ""]
+            _md(rows, ["task", "metric", "this run", "variant (all seeds)", "control", "Δ", "95% CI",
+                       "p (Holm)"]), ""]
 
 
 def full_card(seed_dir: Path) -> str:
@@ -273,8 +274,9 @@ def full_card(seed_dir: Path) -> str:
     if not variant_file.is_file():
         raise HarnessError(f"{variant_file}: missing; expected a results/<recipe>/<variant>/seed-N folder")
     variant = yaml.safe_load(variant_file.read_text(encoding="utf-8"))
-    config = variant["config"]
     scores, run = read(seed_dir / "scores.json"), read(seed_dir / "run.json")
+    config = variant["config"]
+    config["train"]["seed"] = scores.get("seed", config["train"].get("seed"))  # this run's seed
     data_card = read(seed_dir / "data_card.json")
     summary = read(seed_dir / "train_summary.json")
     name = str(scores["model_name"])

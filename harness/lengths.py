@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +72,7 @@ def summarize(counts: Sequence[int], limit: int, population: int | None = None) 
     return {"texts": len(ordered), "population": population if population is not None else len(ordered),
             "limit": limit, "median": _percentile(ordered, 0.5), "p95": _percentile(ordered, 0.95),
             "max": ordered[-1] if ordered else 0, "mean": (sum(ordered) / len(ordered)) if ordered else 0.0,
+            "mean_seen": (sum(min(c, limit) for c in ordered) / len(ordered)) if ordered else 0.0,  # after the cut
             "cut_share": cut / len(ordered) if ordered else 0.0}
 
 
@@ -163,8 +165,10 @@ def _split_items(task: Any) -> Iterable[Any]:
     if any(s in data for s in splits):  # monolingual: split level at the top
         yield from (data[s] for s in splits if s in data)
         return
-    for subset in data.values():
-        yield from (subset[s] for s in splits if s in subset)
+    wanted = set(getattr(task, "hf_subsets", None) or data)  # eval.languages keeps only some subsets
+    for name, subset in data.items():
+        if name in wanted:
+            yield from (subset[s] for s in splits if s in subset)
 
 
 def _column(dataset: Any, names: Sequence[str]) -> list[str]:
@@ -307,33 +311,54 @@ def run_lengths(config: VariantConfig, rows: Iterable[TrainRow], tasks: dict[str
     return lengths
 
 
-def plan_lengths_text(configs: dict[str, tuple[VariantConfig, list[str]]], tasks: dict[str, Any]) -> str:
-    """The dry-run's table: for the first variant in full, then for each variant whose model, data or
-    tasks differ only the rows and warnings that differ from the ones already shown."""
+@dataclass
+class PlanGroup:
+    """Variants that share model, data and tasks: measured once."""
+
+    names: list[str]
+    config: VariantConfig
+    tasks: list[str]
+    lengths: dict[str, Any]
+    where: str
+    rows: int
+    negatives_per_row: float
+
+
+def plan_lengths(configs: dict[str, tuple[VariantConfig, list[str]]], tasks: dict[str, Any]) -> list[PlanGroup]:
+    """Lengths for each distinct (model, data, tasks) among a recipe's variants."""
     from harness.hashing import content_hash
 
-    groups: dict[str, list[str]] = {}
-    first: dict[str, VariantConfig] = {}
-    names_of: dict[str, list[str]] = {}
+    groups: dict[str, PlanGroup] = {}
     for name, (config, task_names) in configs.items():
         key = content_hash({"model": config.model.model_dump(mode="json"),
                             "data": config.data.model_dump(mode="json"), "tasks": sorted(task_names)})
-        groups.setdefault(key, []).append(name)
-        first.setdefault(key, config)
-        names_of.setdefault(key, task_names)
+        if key in groups:
+            groups[key].names.append(name)
+            continue
+        rows, where = source_rows_preview(config)
+        lengths = {"training": training_lengths(config, rows),
+                   "eval": eval_lengths_memo(config.model, {t: tasks[t] for t in task_names})}
+        cap = config.data.hard_negatives
+        negatives = (float(cap) if config.data.filter is not None else
+                     sum(min(len(r.neg), cap) for r in rows) / len(rows) if rows else 0.0)
+        total = config.data.total_rows or len(rows)
+        groups[key] = PlanGroup([name], config, task_names, lengths, where, total, negatives)
+    return list(groups.values())
+
+
+def plan_lengths_text(groups: list[PlanGroup]) -> str:
+    """The dry-run's table: for the first variant in full, then for each variant whose model, data or
+    tasks differ only the rows and warnings that differ from the ones already shown."""
     lines = ["", "what the model sees (tokens per text with each variant's tokenizer; cut = longer than the limit):"]
     shown_rows: set[str] = set()
     shown_warnings: set[str] = set()
-    for key, names in groups.items():
-        config = first[key]
-        rows, where = source_rows_preview(config)
-        own = {t: tasks[t] for t in names_of[key]}
-        lengths = {"training": training_lengths(config, rows), "eval": eval_lengths_memo(config.model, own)}
+    for group in groups:
+        lengths, config = group.lengths, group.config
         new_rows = [r for r in table_rows(lengths) if repr(r) not in shown_rows]
         new_warnings = [w for w in warnings(lengths, config.model.pooling) if w not in shown_warnings]
         same = " (only what differs from above)" if shown_rows else ""
-        lines.append(f"  {', '.join(names)}: tokenizer {tokenizer_spec(config.model.backbone)}; training texts "
-                     f"from {where}{same}")
+        lines.append(f"  {', '.join(group.names)}: tokenizer {tokenizer_spec(config.model.backbone)}; training "
+                     f"texts from {group.where}{same}")
         if new_rows:
             lines.append(lengths_text(lengths, rows=new_rows))
         elif shown_rows:

@@ -6,7 +6,7 @@ import argparse
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness.cli.render import dry_run_text, machine_text, tasks_text
 from harness.errors import HarnessError
@@ -49,6 +49,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     tasks = task_revisions(recipe)
     plans = plan(recipe, results_root, tasks)
+    estimates = None
+    if not args.no_lengths:
+        estimates = _estimates(recipe, plans, tasks, args)
     if args.dry_run:
         print(dry_run_text(recipe, plans))
         if args.eval_shards > 1:
@@ -56,18 +59,27 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
             print(shards_text(plans, tasks, args.eval_shards))
         print(tasks_text(tasks))
-        if not args.no_lengths:
-            from harness.lengths import plan_lengths_text
-
-            print(plan_lengths_text({p.variant.name: (p.variant.config, list(p.evals)) for p in plans},
-                                    {n: t for n, (t, _) in tasks.items()}))
+        if estimates is not None:
+            print(estimates[1])
+            print(estimates[2])
         print(f"\nchecked: {checked} model / path / task value(s) exist or are valid Hub ids; "
               f"results root, cache{'' if args.no_leaderboard else ' and leaderboard'} writable")
         return 0
     print(f"recipe {recipe.name}: {len(recipe.variants)} variants x {len(recipe.seeds)} seed(s) = {len(plans)} runs")
     print(machine_text(recipe.base))
+    if estimates is not None:
+        print(estimates[2].rsplit("\n", 1)[-1].strip())  # the sweep's total
+        for line in estimates[1].splitlines():  # the length warnings; the table is in the dry-run
+            if line.strip().startswith("warning:"):
+                print(line.strip())
     if args.executor == "local":
-        run_plans(plans, tasks, show_progress=not args.no_progress)
+        from harness.cli.progress import SweepProgress
+
+        progress = SweepProgress(plans, estimates[0] if estimates else None)
+        try:
+            run_plans(plans, tasks, log=progress.log, show_progress=not args.no_progress)
+        finally:
+            progress.close()
     else:
         from harness.executors import SlurmOptions, submit_runs
 
@@ -79,6 +91,10 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from harness.report.results import load_scores
     from harness.report.tables import comparison_markdown
 
+    if estimates is not None:
+        from harness.estimates import write_estimates
+
+        write_estimates(plans, estimates[0])
     recipe_dir = results_root / recipe.name
     print(f"\n{comparison_markdown(load_scores(recipe_dir))}\n")
     print(f"report written to {write_report(recipe_dir)}")
@@ -86,6 +102,18 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         print(f"leaderboard regenerated: {write_leaderboard(results_root, Path(args.leaderboard))}")
     print(f"wall time: {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _estimates(recipe: Any, plans: list, tasks: dict, args: argparse.Namespace) -> tuple[dict, str, str]:
+    """Token lengths and the compute estimate of every run: (estimates by variant, length table,
+    estimate text)."""
+    from harness.estimates import sweep_estimates, sweep_text
+    from harness.lengths import plan_lengths, plan_lengths_text
+
+    groups = plan_lengths({p.variant.name: (p.variant.config, list(p.evals)) for p in plans},
+                          {n: t for n, (t, _) in tasks.items()})
+    estimates = sweep_estimates(groups, len(recipe.seeds), args.throughput)
+    return estimates, plan_lengths_text(groups), sweep_text(estimates, len(recipe.seeds))
 
 
 def _overrides(args: argparse.Namespace) -> dict:

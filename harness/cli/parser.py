@@ -44,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDE_HELP)
     p.add_argument("--dry-run", action="store_true", help="list variants, hashes, overrides and cache state; run nothing")
     p.add_argument("--no-lengths", action="store_true",
-                   help="dry-run: skip measuring token lengths of training and evaluation texts")
+                   help="dry-run: skip measuring token lengths and the compute estimate")
+    p.add_argument("--throughput", type=float, metavar="TOKENS_PER_S",
+                   help="training tokens/s of the target hardware for the time estimate (default: calibrate "
+                        "a few training steps here)")
     p.add_argument("--executor", default="local", choices=["local", "slurm", "submitit-local"],
                    help="local: runs one after another here (default); slurm: per run, a training job via "
                         "submitit (GPUs = train.nproc), then its evaluation job(s) (1 GPU each); submitit-local: "

@@ -78,4 +78,40 @@ def cockpit_sections(recipe_dir: Path) -> list[str]:
     """Every cockpit section of report.md, in order (each is empty when its data is missing)."""
     from harness.report.curves import curves_markdown
 
-    return [*curves_markdown(recipe_dir), *overrides_markdown(recipe_dir), *lengths_markdown(recipe_dir)]
+    return [*curves_markdown(recipe_dir), *estimates_markdown(recipe_dir), *overrides_markdown(recipe_dir),
+            *lengths_markdown(recipe_dir)]
+
+
+def estimates_markdown(recipe_dir: Path) -> list[str]:
+    """Estimate (written by ablate before the runs) beside actual, per run."""
+    from harness.estimates import duration
+
+    rows = []
+    for seed_dir, _ in _runs(recipe_dir):
+        path, summary = seed_dir / "estimate.json", seed_dir / "train_summary.json"
+        if not (path.is_file() and summary.is_file()):
+            continue
+        try:
+            est = json.loads(path.read_text(encoding="utf-8"))
+            actual_train = float(json.loads(summary.read_text(encoding="utf-8"))["train_seconds"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        actual_eval = 0.0
+        for task_file in (seed_dir / "mteb").glob("*.json"):
+            try:
+                actual_eval += float(json.loads(task_file.read_text(encoding="utf-8")).get("evaluation_time") or 0)
+            except (ValueError, AttributeError):
+                continue
+        ratio = (f"{actual_train / est['train_seconds']:.2f}" if est.get("train_seconds") else "–")
+        rows.append(f"| {seed_dir.parent.name} | {seed_dir.name} | {est['train_tokens']:.0f} | "
+                    f"{duration(est.get('train_seconds'))} | {duration(actual_train)} | {ratio} | "
+                    f"{duration(est.get('eval_seconds'))} | {duration(actual_eval) if actual_eval else '–'} | "
+                    f"{est.get('throughput_source', '')} |")
+    if not rows:
+        return []
+    return ["## Estimate vs actual", "",
+            "The compute estimate `ablate` printed before the runs (harness/estimates.py) beside what they took. "
+            "Train actual: the training loop's wall time; eval actual: mteb's evaluation_time summed over tasks. "
+            "A run whose stages were cached shows the time of the run that built them.", "",
+            "| variant | seed | training tokens | train est. | train actual | actual/est. | eval est. | "
+            "eval actual | throughput |", "|---|---|---|---|---|---|---|---|---|", *rows, ""]

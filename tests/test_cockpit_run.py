@@ -32,7 +32,7 @@ ablate:
 
 
 @pytest.mark.slow
-def test_cockpit_outputs_of_one_ablate(tmp_path: Path, fresh_cache: Path) -> None:
+def test_cockpit_outputs_of_one_ablate(tmp_path: Path, fresh_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from huggingface_hub import ModelCard
     from huggingface_hub.repocard import metadata_load
     from sentence_transformers import SentenceTransformer
@@ -43,6 +43,10 @@ def test_cockpit_outputs_of_one_ablate(tmp_path: Path, fresh_cache: Path) -> Non
                  "--no-progress"]) == 0
     recipe_dir = results / "cockpit"
     run_dir = recipe_dir / "cldr-bitext.weight=0" / "seed-1"
+    out, err = capsys.readouterr()
+    assert "sweep: 4 runs," in out  # the compute estimate's total, before anything runs
+    assert "sweep: 1/4 runs done · run 2:" in err and "sweep: 4/4 runs done · finished" in err
+    assert json.loads((run_dir / "estimate.json").read_text())["examples"] == 3 * 8
 
     # overrides: recorded, and the config is the edited one
     run = json.loads((run_dir / "run.json").read_text())
@@ -66,6 +70,7 @@ def test_cockpit_outputs_of_one_ablate(tmp_path: Path, fresh_cache: Path) -> Non
     assert "## Training curves" in report and (recipe_dir / "plots" / "training_curves.png").stat().st_size > 1000
     assert "`train.lr=0.002` (4 run(s))" in report
     assert "## What the model sees" in report and "HarnessCodeRetrieval" in report
+    assert "## Estimate vs actual" in report and "calibrated here" in report
 
     # the train stage's own card (no scores) loads, and so does the folder
     checkpoint = Path(run["checkpoint"])

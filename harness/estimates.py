@@ -220,14 +220,26 @@ def sweep_text(estimates: dict[str, Estimate], seeds: int) -> str:
     lines.append(f"  sweep: {len(runs)} runs, {_si(sum(e.train_tokens for e in runs))} training tokens, "
                  f"{_si(sum(f for f in flops if f) if all(flops) else None, 'FLOP')} training, "
                  f"{sum(sum(e.eval_texts.values()) for e in runs)} eval texts; ~{duration(total_seconds)} "
-                 "one after another (stages already cached are not subtracted)")
+                 "one after another (cache hits not subtracted)")
     return "\n".join(lines)
 
 
 def write_estimates(plans: list[Any], estimates: dict[str, Estimate]) -> None:
-    """seed-N/estimate.json beside each published run, for the report's estimate-vs-actual table."""
+    """seed-N/estimate.json beside each published run, for the report's estimate-vs-actual table. The
+    estimate made before its train stage was built stays: a later ablate that finds everything
+    cached leaves the file (and the report) as they were."""
+    import json
+
     from harness import atomic
 
     for p in plans:
-        if p.variant.name in estimates and (p.results_dir / "run.json").is_file():
-            atomic.write_json(p.results_dir / "estimate.json", estimates[p.variant.name].to_dict())
+        path = p.results_dir / "estimate.json"
+        if p.variant.name not in estimates or not (p.results_dir / "run.json").is_file():
+            continue
+        if path.is_file():
+            try:
+                if json.loads(path.read_text(encoding="utf-8")).get("train_stage") == p.train.hash:
+                    continue
+            except ValueError:
+                pass
+        atomic.write_json(path, {**estimates[p.variant.name].to_dict(), "train_stage": p.train.hash})

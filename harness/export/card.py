@@ -248,14 +248,15 @@ def scores_markdown(scores: dict[str, Any], recipe_dir: Path, variant: str) -> l
     for task, entry in sorted((scores.get("tasks") or {}).items()):
         c = compared.get(task)
         rows.append([task, entry.get("main_metric"), f"{100 * entry['main_score']:.2f}",
-                     *([f"{100 * c.value:.2f}", f"{100 * c.control:.2f}", f"{100 * c.delta:+.2f}",
+                     *([c.unit_metric, f"{100 * c.value:.2f}", f"{100 * c.control:.2f}", f"{100 * c.delta:+.2f}",
                         f"[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]", f"{c.p_holm:.3g}"] if c else
-                       ["–", "–", "–", "–", "–"])])
-    note = ("Δ, CI and p (Holm) compare this variant with the recipe's control `base` over all seeds "
-            "(paired by unit; harness report's tests)." if compared else
+                       ["–", "–", "–", "–", "–", "–"])])
+    note = ("Variant, control, Δ, CI and p (Holm) are on the paired per-unit metric (per query / sentence; it "
+            "can differ from the main score, e.g. bitext hit rate vs F1), this variant against the recipe's "
+            "control `base` over all seeds, as in the harness report." if compared else
             "This is the control (or no control results are present): no comparison.")
     return ["## Evaluation", "", f"Main scores x100 of this run (seed {scores.get('seed')}). {note}", "",
-            _md(rows, ["task", "metric", "this run", "variant (all seeds)", "control", "Δ", "95% CI",
+            _md(rows, ["task", "main metric", "this run", "unit metric", "variant", "control", "Δ", "95% CI",
                        "p (Holm)"]), ""]
 
 

@@ -31,10 +31,13 @@ def tokenizer_spec(spec: str) -> str:
     tokenizer of the backbone it was trained from."""
     from harness import references
 
+    # main's references API: a Resolver in effect (references.in_effect()); before it, a module function
+    in_effect = getattr(references, "in_effect", None)
+    resolve = in_effect().resolve if in_effect else references.resolve
     seen = set()
     while references.is_reference(spec) and spec not in seen:
         seen.add(spec)
-        spec = references.resolve(spec).variant.config.model.backbone
+        spec = resolve(spec).variant.config.model.backbone
     return spec
 
 

@@ -9,7 +9,7 @@ Per run:
   backbone still back-propagates activations, 2NT, but computes no weight gradients); evaluation
   is forward only, 2·N·T over every text of every task; N = the backbone's parameters;
 - time at a stated throughput: measured here by a short calibration (three real training steps of
-  this variant on synthetic texts of the measured lengths, examples/s of the last two), or a
+  this variant on synthetic texts of the padded lengths, examples/s of the last two), or a
   `--throughput` (training tokens/s on the target hardware) given by the user, printed with its
   source; evaluation is assumed to run 3x the training token rate (forward only).
 """
@@ -71,11 +71,32 @@ def parameter_count(backbone: str, trust_remote_code: bool = False) -> int | Non
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def _weighted(training: dict[str, Any], side: str, shares: dict[str, float]) -> float:
+def _weighted(training: dict[str, Any], side: str, shares: dict[str, float], padded: bool = False) -> float:
+    """Mean tokens per text of a side after truncation, over sources by share; `padded`: the p95
+    instead (capped at the limit), what a batch is padded to."""
     total = sum(shares.get(s, 0.0) for s in training)
     if not total:
         return 0.0
-    return sum(shares.get(s, 0.0) * entry[side]["mean_seen"] for s, entry in training.items()) / total
+
+    def value(stats: dict[str, Any]) -> float:
+        return float(min(stats["p95"], stats["limit"])) if padded else float(stats["mean_seen"])
+
+    return sum(shares.get(s, 0.0) * value(entry[side]) for s, entry in training.items()) / total
+
+
+def calibrated_rate(config: VariantConfig, lengths: dict[str, Any], negatives: float) -> tuple[float, float]:
+    """(training tokens/s, warm-up s) here. The probe's texts have the padded lengths (a batch is
+    padded to its longest text, about the p95), so its examples/s is what real batches run at;
+    the rate is returned per *real* token (mean lengths after truncation)."""
+    training = lengths.get("training") or {}
+    shares = source_shares(config, training)
+    passages = 1.0 + negatives
+    q, p = _weighted(training, "query", shares), _weighted(training, "passage", shares)
+    q_pad = _weighted(training, "query", shares, padded=True)
+    p_pad = _weighted(training, "passage", shares, padded=True)
+    rate, warmup = calibrate(config, q_pad, p_pad, round(negatives))
+    per_example_real, per_example_padded = q + passages * p, q_pad + passages * p_pad
+    return rate * per_example_real / per_example_padded if per_example_padded else rate, warmup
 
 
 def source_shares(config: VariantConfig, training: dict[str, Any]) -> dict[str, float]:
@@ -192,14 +213,11 @@ def sweep_estimates(groups: list[Any], seeds: int, throughput: float | None) -> 
         if throughput:
             rate, warmup, source = throughput, 0.0, "given with --throughput"
         else:
-            training = group.lengths.get("training") or {}
-            shares = source_shares(config, training)
-            q, p = _weighted(training, "query", shares), _weighted(training, "passage", shares)
-            negatives = round(group.negatives_per_row)
-            key = content_hash({"model": config.model.model_dump(mode="json"), "q": round(q), "p": round(p),
-                                "n": negatives, "train": config.train.model_dump(mode="json", exclude={"seed"})})
+            key = content_hash({"model": config.model.model_dump(mode="json"), "lengths": group.lengths["training"],
+                                "n": group.negatives_per_row,
+                                "train": config.train.model_dump(mode="json", exclude={"seed"})})
             if key not in calibrated:
-                calibrated[key] = calibrate(config, q, p, negatives)
+                calibrated[key] = calibrated_rate(config, group.lengths, group.negatives_per_row)
             rate, warmup = calibrated[key]
             source = f"calibrated here: {CALIBRATION_STEPS} training steps of this variant"
         e = estimate(config, group.lengths, rows=group.rows, negatives_per_row=group.negatives_per_row,

@@ -7,7 +7,7 @@ import pytest
 
 from harness.config import VariantConfig
 from harness.data.rows import TrainRow
-from harness.estimates import calibrate, estimate, parameter_count
+from harness.estimates import calibrated_rate, estimate, parameter_count
 from harness.lengths import load_tokenizer, training_lengths
 
 
@@ -67,8 +67,7 @@ def test_calibrated_time_within_2x_of_the_actual_run(tmp_path) -> None:  # noqa:
     })
     rows, _ = build_mix(config.data)
     lengths = {"training": training_lengths(config, rows), "eval": {}}
-    e0 = estimate(config, lengths, negatives_per_row=0.0)
-    rate, warmup = calibrate(config, e0.query_tokens, e0.passage_tokens, 0)
+    rate, warmup = calibrated_rate(config, lengths, 0.0)
     e = estimate(config, lengths, negatives_per_row=0.0, tokens_per_second=rate, warmup_seconds=warmup)
     _, summary = train(config, rows, tmp_path / "m", show_progress=False)
     ratio = summary["train_seconds"] / e.train_seconds

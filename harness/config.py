@@ -296,6 +296,10 @@ class TrainConfig(_Strict):
     checkpoint_every: Int | None = Field(None, ge=1, le=100_000_000, description="save a resumable checkpoint every N steps")
     seed: Int = Field(0, ge=0, le=MAX_SEED)
     log_every: Int = Field(10, ge=1, le=100_000_000)
+    # Trackers change no weight: left out of the train stage key, and out of dumps (hashes) when empty.
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "trackio"]] = Field(
+        default_factory=list, exclude_if=lambda v: not v,
+        description="experiment trackers fed every log_every steps (harness/train/trackers.py); [] = local log only")
 
 
 LANGUAGE_PATTERN = r"^[a-z]{3}(-[A-Z][a-z]{3})?$"  # mteb's language codes: ISO 639-3 [+ ISO 15924 script]

@@ -58,7 +58,7 @@ def data_build(recipe_path: str | Path, *, variant: str | None = None, shard: tu
     from harness.references import Resolver
 
     recipe = load_recipe(recipe_path)
-    with Resolver.for_recipe(recipe.path).active():
+    with Resolver.for_recipe(recipe.path, overrides=recipe.overrides).active():
         return _build(recipe, variant, shard, show_progress, log)
 
 

@@ -39,16 +39,12 @@ def offline() -> Iterator[None]:
     import datasets.config
     import huggingface_hub.constants
 
-    saved_env = {name: os.environ.get(name) for name in _VARIABLES}
+    from harness.envvars import scoped_env
+
     saved = (huggingface_hub.constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE)
-    os.environ.update({name: "1" for name in _VARIABLES})
-    huggingface_hub.constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        huggingface_hub.constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
+    with scoped_env({name: "1" for name in _VARIABLES}):
+        huggingface_hub.constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+        try:
+            yield
+        finally:
+            huggingface_hub.constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved

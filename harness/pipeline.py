@@ -87,7 +87,7 @@ def variant_tasks(config: VariantConfig) -> list[str]:
 
 def plan(recipe: Recipe, results_root: Path, tasks: dict[str, tuple[Any, str]]) -> list[RunPlan]:
     plans = []
-    references = Resolver.for_recipe(recipe.path)
+    references = Resolver.for_recipe(recipe.path, overrides=recipe.overrides)
     with references.active():
         for variant in recipe.variants:
             for seed in recipe.seeds:
@@ -222,12 +222,16 @@ def run_train(p: RunPlan, log: Any, show_progress: bool) -> None:
         log(f"  train  {p.train.hash}  cached")
         sweep_stale(p.train)
         return
+    from harness.envvars import scoped_env
     from harness.train.stage import launch_torchrun, run_train_stage
+    from harness.train.trackers import tracking_env
 
-    if p.config.train.nproc > 1:
-        summary = launch_torchrun(p.config, show_progress=show_progress)
-    else:
-        summary = run_train_stage(p.config, show_progress=show_progress)
+    # the tracker run's name, for this training only (torchrun ranks inherit it)
+    with scoped_env(tracking_env(p.recipe.name, p.variant.name, p.seed, p.data.hash, p.train.hash)):
+        if p.config.train.nproc > 1:
+            summary = launch_torchrun(p.config, show_progress=show_progress)
+        else:
+            summary = run_train_stage(p.config, show_progress=show_progress)
     if summary.get("cached"):  # another process trained it while we waited for its lock
         log(f"  train  {p.train.hash}  cached")
         return
@@ -275,7 +279,7 @@ def _versions() -> dict[str, str]:
 
 
 @_with_references
-def publish(p: RunPlan, log: Any = print) -> None:
+def publish(p: RunPlan, log: Any = print, tasks: dict[str, tuple[Any, str]] | None = None) -> None:
     """Copy the small, human-readable part of each stage into results/<recipe>/<variant>/seed-N/."""
     from collections import Counter
 
@@ -297,6 +301,15 @@ def publish(p: RunPlan, log: Any = print) -> None:
     card["instruction_budget"] = instruction_budget(p.config.model, instructions)
     for warning in card["instruction_budget"]["warnings"]:
         log(f"  warning: {warning}")
+    from harness.lengths import run_lengths
+
+    tasks = tasks or task_revisions(p.recipe)  # executor jobs publish without the parent's task objects
+    lengths = run_lengths(p.config, open_table(p.data.dir), {t: tasks[t][0] for t in p.evals})
+    if lengths:
+        card["lengths"] = lengths["training"]
+        atomic.write_json(out / "lengths.json", lengths)
+        for warning in lengths["warnings"]:
+            log(f"  warning: {warning}")
     atomic.write_json(out / "data_card.json", card)
     atomic.write_bytes(out / "train_log.jsonl", (p.train.dir / "log.jsonl").read_bytes())
     atomic.write_bytes(out / "train_summary.json", (p.train.dir / "summary.json").read_bytes())
@@ -309,11 +322,17 @@ def publish(p: RunPlan, log: Any = print) -> None:
     atomic.write_json(out / "run.json", {
         "stages": {"data": p.data.hash, "train": p.train.hash, **{f"eval:{t}": s.hash for t, s in p.evals.items()}},
         "checkpoint": str(p.train.dir / "model"),
+        "overrides": p.recipe.overrides,  # command-line key=value edits of the recipe's base
         "precision": {"train": p.train.key["precision"],
                       "eval": sorted({s.key["precision"] for s in p.evals.values()})},
         "device": {"train": summary.get("device")},
         "versions": _versions(),
     })
+    if p.config.train.report_to:  # the eval scores join the run's tracker runs
+        from harness.train.trackers import log_scores
+
+        log_scores(p.config, scores, int(summary.get("steps") or 0), json.loads(
+            (out / "run.json").read_text(encoding="utf-8"))["stages"], p.recipe.name, p.variant.name)
 
 
 def run_plans(plans: list[RunPlan], tasks: dict[str, tuple[Any, str]], *, log: Any = print,
@@ -325,5 +344,5 @@ def run_plans(plans: list[RunPlan], tasks: dict[str, tuple[Any, str]], *, log: A
         run_data(p, tasks, log, show_progress)
         run_train(p, log, show_progress)
         run_eval(p, tasks, log, show_progress)
-        publish(p, log)
+        publish(p, log, tasks)
     return time.perf_counter() - started

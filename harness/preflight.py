@@ -159,7 +159,7 @@ def check_recipe(recipe: Recipe) -> int:
     from harness.references import Resolver
 
     seen: set[str] = set()
-    with Resolver.for_recipe(recipe.path).active():
+    with Resolver.for_recipe(recipe.path, overrides=recipe.overrides).active():
         for variant in recipe.variants:
             for key, problem in config_problems(variant.config):
                 axis = _overridden(variant.overrides, key)

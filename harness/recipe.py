@@ -13,7 +13,6 @@ import copy
 import difflib
 import itertools
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -98,6 +97,7 @@ class Recipe:
     axes: dict[str, list[Any]]
     variants: list[Variant] = field(default_factory=list)
     seed_scope: SeedScope = DEFAULT_SEED_SCOPE
+    overrides: dict[str, Any] = field(default_factory=dict)  # command-line key=value (harness/overrides.py)
 
     @property
     def control(self) -> Variant:
@@ -257,10 +257,18 @@ def _expand(recipe_file: RecipeFile, base: dict[str, Any]) -> list[tuple[str, di
     return arms
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Load, merge, validate and expand a recipe. Raises HarnessError on any problem."""
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Load, merge, validate and expand a recipe; `overrides` (dotted key -> value) edit the base
+    before validation, as a YAML edit would. Raises HarnessError on any problem."""
+    from harness.overrides import apply_overrides, check_values
+
     path = Path(path)
+    cli_overrides = dict(overrides or {})
     recipe_file, base = _load_raw(path)
+    if cli_overrides:
+        edited = apply_overrides(base, cli_overrides, VariantConfig)
+        check_values(base, edited, cli_overrides, VariantConfig, f"base of {path}")
+        base = edited
     try:
         base_config = VariantConfig.model_validate(base)
     except ValidationError as exc:
@@ -348,4 +356,5 @@ def load_recipe(path: str | Path) -> Recipe:
         base=base_config,
         axes=dict(recipe_file.ablate),
         variants=variants,
+        overrides=cli_overrides,
     )

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError
 from harness.refsyntax import PREFIX, VariantRef, active, is_reference, parse, using
@@ -58,13 +58,15 @@ class _Session:
 
     loaded: dict[tuple[str, int], Recipe] = field(default_factory=dict)
     resolving: list[str] = field(default_factory=list)
+    # command-line key=value edits of a recipe (by resolved path): they apply to its references too
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def load(self, path: Path) -> Recipe:
         from harness.recipe import load_recipe
 
         key = (str(path.resolve()), path.stat().st_mtime_ns)
         if key not in self.loaded:
-            self.loaded[key] = load_recipe(path)
+            self.loaded[key] = load_recipe(path, self.overrides.get(key[0]))
         return self.loaded[key]
 
 
@@ -76,9 +78,14 @@ class Resolver:
         self._session = _session or _Session()
 
     @classmethod
-    def for_recipe(cls, path: str | Path, *, _session: _Session | None = None) -> Resolver:
-        """The resolver of the recipe file at `path`: its own folder is searched first."""
-        return cls([Path(path).parent], _session=_session)
+    def for_recipe(cls, path: str | Path, *, overrides: dict[str, Any] | None = None,
+                   _session: _Session | None = None) -> Resolver:
+        """The resolver of the recipe file at `path`: its own folder is searched first; `overrides`
+        (the command line's key=value edits of that recipe) hold for references to it as well."""
+        resolver = cls([Path(path).parent], _session=_session)
+        if overrides:
+            resolver._session.overrides[str(Path(path).resolve())] = dict(overrides)
+        return resolver
 
     def search_dirs(self) -> list[Path]:
         extra = [Path(p) for p in os.environ.get("HARNESS_RECIPES", "").split(os.pathsep) if p]
@@ -139,6 +146,10 @@ class Resolver:
             raise HarnessError(f"{spec} is not trained yet (train stage {resolved.train.hash}); train it first with: "
                                f"{resolved.command()}")
         return str(resolved.checkpoint)
+
+    def backbone_of(self, spec: str) -> str:
+        """The backbone spec the referenced variant was trained from (its tokenizer is that one's)."""
+        return self.resolve(spec).variant.config.model.backbone
 
     def identity(self, spec: str) -> dict[str, str]:
         """What a `variant:` spec contributes to a stage key: the reference and its train-stage hash."""

@@ -51,6 +51,8 @@ class ReferenceResolver(Protocol):
 
     def checkpoint_of(self, spec: str) -> str: ...
 
+    def backbone_of(self, spec: str) -> str: ...
+
 
 _ACTIVE: ContextVar[ReferenceResolver | None] = ContextVar("harness_reference_resolver", default=None)
 

@@ -90,7 +90,8 @@ def train_stage(config: VariantConfig) -> Stage:
     model = config.model.model_dump(mode="json")
     model["backbone"] = backbone_identity(config.model.backbone)
     # how often we log or checkpoint, and which device runs it, change no weight: not in the key
-    train = config.train.model_dump(mode="json", exclude={"log_every", "checkpoint_every", "device", "bf16"})
+    train = config.train.model_dump(mode="json", exclude={"log_every", "checkpoint_every", "device", "bf16",
+                                                          "report_to"})
     return _first_done([
         Stage("train", {"data": data_stage(config).hash, "model": model, "train": train, "precision": precision})
         for precision in precisions_to_try(config.train.bf16, config.train.device)

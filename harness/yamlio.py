@@ -154,15 +154,22 @@ def _allowed_keys(model: type[BaseModel], loc: list[str]) -> list[str]:
         if fields is None:
             return []
         if part in fields:  # else: a free-form mapping key (a source name) — stay on its value type
-            current = _inner_model(fields[part].annotation)
+            current = inner_model(fields[part].annotation)
     return sorted(getattr(current, "model_fields", {}).keys())
 
 
-def _inner_model(annotation: Any) -> Any:
+def parse_value(text: str) -> Any:
+    """One YAML value read as a recipe would read it (`1e-5` a float, duplicate keys refused):
+    command-line `key=value` overrides mean what the same text in a recipe means."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def inner_model(annotation: Any) -> Any:
+    """The pydantic model inside a field annotation (`X | None`, `dict[str, X]`, ...), if any."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in getattr(annotation, "__args__", ()) or ():
-        inner = _inner_model(arg)
+        inner = inner_model(arg)
         if inner is not None:
             return inner
     return None

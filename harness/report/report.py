@@ -19,6 +19,7 @@ from harness.errors import HarnessError
 from harness.paths import CONTROL_NAME
 from harness.report import families, power
 from harness.report.aggregates import MISSING_RULE, mean_task_type_and_borda
+from harness.report.cockpit import cockpit_sections
 from harness.report.factorial_section import factorial_lines
 from harness.report.paired import paired_bootstrap_ci
 from harness.report.plots import axis_plot, delta_heatmap
@@ -214,6 +215,7 @@ def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[st
 
     lines += _per_language(recipe_dir, order)
     lines += _plots(data, order)
+    lines += cockpit_sections(recipe_dir)  # overrides, lengths, estimates, training curves (harness/report/cockpit.py)
     if warnings:
         lines += ["## Warnings", "", *(f"- {w}" for w in warnings), ""]
     lines += skipped_markdown(skipped, recipe_dir)

@@ -32,6 +32,7 @@ from harness.train.distributed import World, mean_over_ranks
 from harness.train.replicas import broadcast_from_main
 from harness.train.rng import gather_states, seed_for_model, seed_for_rank
 from harness.train.step import TrainStep
+from harness.train.trackers import StepMeter
 
 
 def planned_steps(config: VariantConfig, n_rows: int, world_size: int = 1) -> int:
@@ -162,6 +163,7 @@ def train(
 
     step_fn = TrainStep(model, params, optimizer, scheduler, tc, world, bf16=precision.bf16,
                         lengths=(mc.query_max_length, mc.passage_max_length))
+    meter = StepMeter(config, world, device, model.tokenizer, enabled=world.is_main)  # log fields + trackers
     started = time.perf_counter()
     bar = tqdm(range(start + 1, steps + 1), desc="train", disable=not (show_progress and world.is_main),
                initial=start, total=steps)
@@ -169,19 +171,22 @@ def train(
         losses = []
         for micro in range((step - 1) * tc.gradient_accumulation, step * tc.gradient_accumulation):
             queries, passages, targets = _texts(rows, batches[micro], config, micro)
+            meter.count(queries, passages)
             losses.append(step_fn.micro(queries, passages, targets, micro))
         step_fn.finish()
         step_loss = mean_over_ranks(float(torch.stack(losses).sum()), world, device)
         bar.set_postfix(loss=f"{step_loss:.4f}")
         if step % tc.log_every == 0 or step == steps:
-            log.append({"step": step, "loss": round(step_loss, 6), "lr": scheduler.get_last_lr()[0]})
+            log.append(meter.entry(step, step_loss, scheduler.get_last_lr()[0], step_fn.grad_norm))
         if work_dir is not None and tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < steps:
             rng_states = gather_states(world, device)  # every rank's stream, into rank 0's one file
             if world.is_main:
                 save_checkpoint(work_dir, step, model, optimizer, scheduler, log, rng_states)
         if stop_after is not None and step >= stop_after:
+            meter.finish()
             return log, {"stopped_at": step}
     wall = time.perf_counter() - started
+    meter.finish()
     if world.is_main:
         if tc.lora is not None:
             model.backbone = model.backbone.merge_and_unload()  # float32 base: the merge loses nothing

@@ -49,6 +49,7 @@ def run_train_stage(config: VariantConfig, *, show_progress: bool = True) -> dic
     """Train (or resume) the variant in this process group; rank 0 publishes the stage folder."""
     from harness.data.table import open_table
     from harness.devices import resolve_device, resolve_precision
+    from harness.train.card import write_training_card
     from harness.train.distributed import barrier, init_from_env
     from harness.train.loop import train
 
@@ -79,6 +80,7 @@ def run_train_stage(config: VariantConfig, *, show_progress: bool = True) -> dic
                                      show_progress=show_progress, device=device, precision=precision)
                 atomic.write_text(tmp / "log.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in log))
                 atomic.write_json(tmp / "summary.json", summary)
+                write_training_card(tmp / "model", config, data_stage(config).dir, summary)  # README.md
             shutil.rmtree(work, ignore_errors=True)
         else:
             _, summary = train(config, rows, Path(os.devnull), work_dir=work, world=world, show_progress=False,

@@ -84,8 +84,8 @@ class TrainStep:
     def finish(self) -> None:
         """Average gradients across ranks, clip, update, advance the schedule; then clear gradients."""
         average_gradients(self.params, self.world)
-        if self.tc.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.params, self.tc.grad_clip)
+        # the pre-clip global norm, for the log and trackers (max_norm inf: measured, not clipped)
+        self.grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.tc.grad_clip or float("inf")))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,74 @@
+"""Compute estimates: token and FLOP counts against a hand computation, and the calibrated time
+against the actual training time on this machine (both measured in the same test)."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.config import VariantConfig
+from harness.data.rows import TrainRow
+from harness.estimates import calibrated_rate, estimate, parameter_count
+from harness.lengths import load_tokenizer, training_lengths
+
+
+def _config(**train: object) -> VariantConfig:
+    return VariantConfig.model_validate({
+        "model": {"backbone": "tiny-qwen2", "instructions": False, "query_max_length": 8, "passage_max_length": 16},
+        "data": {"hard_negatives": 1, "sources": {"a": {"kind": "stdlib-code", "weight": 1.0},
+                                                  "b": {"kind": "cldr-bitext", "weight": 3.0}}},
+        "train": {"steps": 5, "batch_size": 4, "gradient_accumulation": 2, "bf16": False, **train},
+    })
+
+
+def test_tokens_and_flops_by_hand() -> None:
+    import torch
+    from transformers import AutoModel
+
+    from harness.backbones import resolve_path
+
+    config = _config()
+    tokenizer = load_tokenizer("tiny-qwen2")
+    queries = {"a": "find the function that parses dates from strings quickly", "b": "hello"}
+    passages = {"a": "short doc", "b": "def parse(text): return datetime.strptime(text, '%Y') " * 3}
+    rows = [TrainRow(query=queries[s], pos=[passages[s]], neg=[passages[s]], source=s) for s in ("a", "b")]
+    lengths = {"training": training_lengths(config, rows), "eval": {}}
+
+    def seen(text: str, limit: int) -> int:
+        return min(len(tokenizer(text)["input_ids"]), limit)
+
+    # the mix's measured rows are 1 and 1, so the shares are the measured rows (1:1), not the weights
+    q = (seen(queries["a"], 8) + seen(queries["b"], 8)) / 2
+    p = (seen(passages["a"], 16) + seen(passages["b"], 16)) / 2
+    examples = 5 * 2 * 4  # steps x accumulation x batch
+    tokens = examples * (q + 2 * p)  # a query, a positive and one hard negative
+    e = estimate(config, lengths, negatives_per_row=1.0)
+    assert e.examples == examples and e.texts_per_example == 3
+    assert e.train_tokens == pytest.approx(tokens)
+    model = AutoModel.from_pretrained(resolve_path("tiny-qwen2"), dtype=torch.float32)
+    n = sum(t.numel() for t in model.parameters())
+    assert parameter_count("tiny-qwen2") == n
+    assert e.train_flops == pytest.approx(6 * n * tokens)
+    lora = estimate(_config(lora={"r": 4}), lengths, negatives_per_row=1.0)
+    assert lora.train_flops == pytest.approx(4 * n * tokens)
+    epochs = _config(steps=None, epochs=2.0)
+    assert estimate(epochs, lengths, rows=30, negatives_per_row=1.0).examples == 60
+
+
+@pytest.mark.slow
+def test_calibrated_time_within_2x_of_the_actual_run(tmp_path) -> None:  # noqa: ANN001
+    """The calibration and the run it predicts share this (busy, shared) machine in one test."""
+    from harness.data.mix import build_mix
+    from harness.train.loop import train
+
+    config = VariantConfig.model_validate({
+        "model": {"backbone": "tiny-qwen2", "query_max_length": 24, "passage_max_length": 48},
+        "data": {"total_rows": 96, "hard_negatives": 0, "sources": {"stdlib-code": {}, "cldr-bitext": {"langs": ["yo"]}}},
+        "train": {"steps": 12, "batch_size": 8, "lr": 1e-3, "bf16": False, "log_every": 4},
+    })
+    rows, _ = build_mix(config.data)
+    lengths = {"training": training_lengths(config, rows), "eval": {}}
+    rate, warmup = calibrated_rate(config, lengths, 0.0)
+    e = estimate(config, lengths, negatives_per_row=0.0, tokens_per_second=rate, warmup_seconds=warmup)
+    _, summary = train(config, rows, tmp_path / "m", show_progress=False)
+    ratio = summary["train_seconds"] / e.train_seconds
+    assert 0.5 <= ratio <= 2.0, (summary["train_seconds"], e.train_seconds, rate, warmup)

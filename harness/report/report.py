@@ -122,7 +122,10 @@ def _precision_text(recipe_dir: Path) -> str:
     import json
 
     seen: dict[str, set[str]] = {"train": set(), "eval": set()}
+    from harness.machine import describe_machine
+
     devices: set[str] = set()
+    machines: set[str] = set()  # the hardware that made the numbers (scores move with it)
     for path in sorted(recipe_dir.glob("*/seed-*/run.json")):
         try:
             run = json.loads(path.read_text(encoding="utf-8"))
@@ -134,11 +137,15 @@ def _precision_text(recipe_dir: Path) -> str:
         seen["eval"].update(str(p) for p in precision.get("eval") or [])
         if (run.get("device") or {}).get("train"):
             devices.add(str(run["device"]["train"]))
+        machine = run.get("machine") or {}
+        machines.update(describe_machine(m) for m in [machine.get("train"), *(machine.get("eval") or {}).values()]
+                        if m)
     if not seen["train"] and not seen["eval"]:
         return "Precision: not recorded (runs from before precision was recorded)."
     parts = [f"{phase} {', '.join(sorted(v)) or '?'}" for phase, v in seen.items()]
     where = f"; training device {', '.join(sorted(devices))}" if devices else ""
-    return f"Precision (`bf16: auto` resolves per machine): {'; '.join(parts)}{where}."
+    made_on = f" Made on: {'; '.join(sorted(machines))}." if machines else ""
+    return f"Precision (`bf16: auto` resolves per machine): {'; '.join(parts)}{where}.{made_on}"
 
 
 def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[str, Any]] | None = None) -> str:

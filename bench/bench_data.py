@@ -46,6 +46,8 @@ def generate(folder: Path, rows: int, seed: int = 0, task_rows: int | None = Non
     import numpy as np
     from tqdm.auto import tqdm
 
+    if rows > FRESH_ROWS or task_rows is not None:  # FRESH_ROWS rows drawn once, then copies made distinct
+        return _replicate(folder, rows, seed, task_rows)
     rng = np.random.default_rng(seed)
     letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
     vocab = ["".join(rng.choice(letters, size=int(n))) for n in rng.integers(2, 10, size=20_000)]
@@ -62,6 +64,39 @@ def generate(folder: Path, rows: int, seed: int = 0, task_rows: int | None = Non
             for i in range(n):
                 texts = [" ".join(vocab[w] for w in words[i, j, : lengths[i, j]]) for j in range(9)]
                 record = {"query": texts[0], "pos": [texts[1]], "neg": texts[2:]}
+                handles[tasks_list[tasks[i]]].write(json.dumps(record) + "\n")
+            bar.update(n)
+    for handle in handles.values():
+        handle.close()
+    return sum(f.stat().st_size for f in folder.iterdir())
+
+
+FRESH_ROWS = 100_000  # rows drawn word by word (~1k rows/s on a loaded CPU); larger sizes copy them
+
+
+def _replicate(folder: Path, rows: int, seed: int, task_rows: int | None) -> int:
+    """`rows` rows: FRESH_ROWS drawn rows, then copy k of each with ` ~k` appended to every text (so no two
+    rows or texts are equal), spread over the tasks as `generate` spreads them; ~20x faster than drawing."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    base = folder.parent / ".fresh-rows"  # drawn once per workdir (seed 0), shared by every size
+    if not base.is_dir():
+        generate(base, FRESH_ROWS)
+    records = [line for f in sorted(base.glob("*.jsonl")) for line in f.read_text(encoding="utf-8").splitlines()]
+    tasks_list = TASKS if task_rows is None else [f"t{i:04d}" for i in range(max(1, rows // task_rows))]
+    folder.mkdir(parents=True, exist_ok=True)
+    handles = {t: (folder / f"{t}.jsonl").open("w", encoding="utf-8") for t in tasks_list}
+    rng = np.random.default_rng(seed + 1)
+    with tqdm(total=rows, desc=f"replicate {rows}", unit="row") as bar:
+        for start in range(0, rows, len(records)):
+            copy, n = start // len(records), min(len(records), rows - start)
+            tasks = rng.integers(0, len(tasks_list), size=n)
+            for i in range(n):
+                record = json.loads(records[i])
+                if copy:
+                    record = {"query": f"{record['query']} ~{copy}", "pos": [f"{t} ~{copy}" for t in record["pos"]],
+                              "neg": [f"{t} ~{copy}" for t in record["neg"]]}
                 handles[tasks_list[tasks[i]]].write(json.dumps(record) + "\n")
             bar.update(n)
     for handle in handles.values():

@@ -45,6 +45,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         preflight.check_writable(Path(args.leaderboard).parent, "leaderboard folder")
     from harness.pipeline import plan, run_plans, task_revisions
 
+    from harness.hub import set_missing_policy
+
+    set_missing_policy("warn" if args.dry_run else "error")  # an unresolvable Hub revision: warn in a dry run only
     tasks = task_revisions(recipe)
     plans = plan(recipe, results_root, tasks)
     if args.dry_run:

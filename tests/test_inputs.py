@@ -196,3 +196,37 @@ def test_the_eval_key_holds_the_mteb_version() -> None:
 
     stage = eval_stage(VariantConfig(), "HarnessCodeRetrieval", "rev")
     assert stage.key["evaluator"] == {"mteb": version("mteb")}
+
+
+@pytest.mark.slow
+def test_run_json_names_the_machine_per_stage_and_results_hold_no_path_of_the_cache(
+        tmp_path: Path, fresh_cache: Path) -> None:
+    from harness.cli import main
+    from harness.devices import cpu_capability, cpu_model
+    from harness.paths import cache_root
+
+    from .conftest import tiny_column_task
+
+    task = tiny_column_task(tmp_path / "task", "TinyColumnsInputs")
+    source = _jsonl(tmp_path / "data" / "fruit.jsonl", 24)
+    recipe = write(tmp_path / "machine.yaml", f"""
+seeds: [0]
+base:
+  model: {{backbone: tiny-qwen2, query_max_length: 24, passage_max_length: 32}}
+  data: {{sources: {{mine: {{kind: flag-jsonl, path: {source}}}}}}}
+  train: {{steps: 1, batch_size: 4, bf16: false}}
+  eval: {{tasks: [{task}], bf16: false}}
+""")
+    results = tmp_path / "results"
+    assert main(["ablate", str(recipe), "--results", str(results), "--no-leaderboard", "--no-progress"]) == 0
+    run = json.loads((results / "machine" / "base" / "seed-0" / "run.json").read_text())
+    expected = {"device": "cpu", "cpu": cpu_model(), "cpu_capability": cpu_capability()}
+    assert {k: run["machine"]["train"][k] for k in expected} == expected
+    assert [{k: m[k] for k in expected} for m in run["machine"]["eval"].values()] == [expected]
+    assert run["inputs"]["sources"]["mine"]["content"]  # the bytes that were read
+    assert not Path(run["checkpoint"]).is_absolute() and (cache_root() / run["checkpoint"] / "config.json").is_file()
+    report = (results / "machine" / "report.md").read_text()
+    assert f"Made on: {cpu_model()} ({cpu_capability()}" in report
+    cache = str(fresh_cache)
+    leaked = [p for p in results.rglob("*") if p.is_file() and cache.encode() in p.read_bytes()]
+    assert leaked == []  # nothing written under results/ names this machine's cache

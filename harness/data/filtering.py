@@ -213,6 +213,7 @@ def encode_teacher_shard(
     show_progress: bool = True,
     candidate_pools: Mapping[str, Sequence[str]] | None = None,
     store_dtype: str | None = None,
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """Encode shard `shard` of `n_shards` of the teacher pass into `cache_dir/teacher-embeddings/`.
 
@@ -221,7 +222,7 @@ def encode_teacher_shard(
     """
     from harness.data.teacher import EmbeddingStore, plan_teacher_pass
 
-    plan = plan_teacher_pass(rows, candidate_pools, batch_size)
+    plan = plan_teacher_pass(rows, candidate_pools, batch_size, fingerprint=fingerprint)
     store = EmbeddingStore(Path(cache_dir) / "teacher-embeddings", plan, teacher_id, store_dtype)
     start = time.perf_counter()
     encoded = _encode_shard(store, embed, shard, n_shards, show_progress)

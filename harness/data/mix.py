@@ -159,21 +159,22 @@ class SeenKeys:
 class CardCounts:
     """The card's whole-table counts, accumulated row by row (content hash included)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, rows_fingerprint: bool = False) -> None:
         self.rows = 0
         self.tasks: set[str] = set()
         self.with_negatives = 0
         self.negatives = 0
         self.with_instruction = 0
         self._hash = hashlib.sha256(b"[")
-        self.rows_digest = RowsDigest()
+        self.rows_digest = RowsDigest() if rows_fingerprint else None  # the mix's: the teacher pass's key
 
     def add(self, row: TrainRow) -> None:
         # == content_hash([r.to_json() for r in rows]): the canonical JSON of the list, streamed.
         if self.rows:
             self._hash.update(b",")
         self._hash.update(canonical_json(row.to_json()).encode("utf-8"))
-        self.rows_digest.add(row)
+        if self.rows_digest is not None:
+            self.rows_digest.add(row)
         self.rows += 1
         self.tasks.add(row.task)
         self.with_negatives += bool(row.neg)
@@ -280,7 +281,7 @@ def _mix(config: DataConfig, table_path: Path, spool: Path, show_progress: bool)
         available[name] = writer.rows
     quotas = _quotas(config, available)
 
-    counts = CardCounts()
+    counts = CardCounts(rows_fingerprint=True)
     seen = SeenKeys()
     card_sources: dict[str, Any] = {}
     with TableWriter(table_path) as writer:
@@ -337,7 +338,7 @@ def _mix(config: DataConfig, table_path: Path, spool: Path, show_progress: bool)
         "hard_negatives_per_row": (counts.negatives / counts.rows) if counts.rows else 0.0,
         "rows_with_instruction": counts.with_instruction,
         "content_hash": counts.content_hash(),
-        "rows_fingerprint": counts.rows_digest.hexdigest(),  # the mix's own card only (the teacher pass's key)
+        "rows_fingerprint": counts.rows_digest.hexdigest(),  # type: ignore[union-attr]  # the mix card only
     }
 
 
@@ -408,8 +409,10 @@ def encode_shard(config: DataConfig, shard: int, n_shards: int, *, show_progress
     from harness.paths import cache_root
 
     embed, teacher_id = teacher_embed(config)
-    table = RowTable(ensure_mix(config, show_progress=show_progress) / TABLE_FILE)
-    return encode_teacher_shard(table, embed, teacher_id, cache_root(), shard, n_shards, show_progress=show_progress)
+    mixed = ensure_mix(config, show_progress=show_progress)
+    fingerprint = json.loads((mixed / "card.json").read_text(encoding="utf-8")).get("rows_fingerprint")
+    return encode_teacher_shard(RowTable(mixed / TABLE_FILE), embed, teacher_id, cache_root(), shard, n_shards,
+                                show_progress=show_progress, fingerprint=fingerprint)
 
 
 def filter_rows(rows: Sequence[TrainRow], config: DataConfig, *, show_progress: bool = True,

@@ -299,7 +299,7 @@ def publish(p: RunPlan, log: Any = print) -> None:
         "precision": {"train": p.train.key["precision"],
                       "eval": sorted({s.key["precision"] for s in p.evals.values()})},
         "device": {"train": summary.get("device")},
-        "machine": machines_record(summary, p.evals),
+        "machine": machines_record(card, summary, p.evals),
         "inputs": inputs_record(p.data, p.train),
         "versions": _versions(),
     })

@@ -22,8 +22,13 @@ def stage_machine(stage: Stage) -> dict[str, Any] | None:
         return None
 
 
-def machines_record(train_summary: dict[str, Any], evals: dict[str, Stage]) -> dict[str, Any]:
-    return {"train": train_summary.get("machine"), "eval": {t: stage_machine(s) for t, s in evals.items()}}
+def machines_record(data_card: dict[str, Any], train_summary: dict[str, Any], evals: dict[str, Stage]
+                    ) -> dict[str, Any]:
+    """Per stage: the teacher pass's machine (filtered data only), the training's, each eval task's."""
+    out: dict[str, Any] = {}
+    if data_card.get("filter"):
+        out["data_teacher"] = data_card["filter"]["teacher"].get("machine")
+    return {**out, "train": train_summary.get("machine"), "eval": {t: stage_machine(s) for t, s in evals.items()}}
 
 
 def inputs_record(data: Stage, train: Stage) -> dict[str, Any]:

@@ -28,10 +28,14 @@ STAGE_VERSIONS: dict[str, int] = {
     # 2: the table is rows.arrow (Arrow IPC, memory-mapped), not rows.jsonl; the filter teacher is keyed
     # by its contents and precision
     # 3: mining rules (filter.negatives); card counts `mined` negatives (was `window`) and the rule's screening
-    "data": 3,
+    # 4: file sources keyed by content, Hub datasets by commit; the card's filter.teacher names the machine
+    # that encoded the ranking
+    "data": 4,
     "contamination": 1,
     # 2: float32 master weights, precision in the key, backbone folders keyed by content
-    "train": 2,
+    # 3: summary.json names the machine (CPU model + capability, or GPU + compute capability); Hub backbones
+    # keyed by commit
+    "train": 3,
     # 2: precision in the key; 3: the stage also keeps mteb's TaskResult JSON (mteb.json) and ModelMeta
     # (model_meta.json); 4: harness retrieval tasks stop at k = 100 (no @1000 metrics in mteb.json);
     # 5: the mteb version is in the key (harness.evaluate.identity), the record names its machine

@@ -213,7 +213,10 @@ def test_run_json_names_the_machine_per_stage_and_results_hold_no_path_of_the_ca
 seeds: [0]
 base:
   model: {{backbone: tiny-qwen2, query_max_length: 24, passage_max_length: 32}}
-  data: {{sources: {{mine: {{kind: flag-jsonl, path: {source}}}}}}}
+  data:
+    hard_negatives: 1
+    sources: {{mine: {{kind: flag-jsonl, path: {source}}}}}
+    filter: {{teacher: minilm, top_k: null, window: [1, 4], depth: 8, max_length: 32, bf16: false}}
   train: {{steps: 1, batch_size: 4, bf16: false}}
   eval: {{tasks: [{task}], bf16: false}}
 """)
@@ -222,6 +225,7 @@ base:
     run = json.loads((results / "machine" / "base" / "seed-0" / "run.json").read_text())
     expected = {"device": "cpu", "cpu": cpu_model(), "cpu_capability": cpu_capability()}
     assert {k: run["machine"]["train"][k] for k in expected} == expected
+    assert {k: run["machine"]["data_teacher"][k] for k in expected} == expected  # the teacher pass's encoding
     assert [{k: m[k] for k in expected} for m in run["machine"]["eval"].values()] == [expected]
     assert run["inputs"]["sources"]["mine"]["content"]  # the bytes that were read
     assert not Path(run["checkpoint"]).is_absolute() and (cache_root() / run["checkpoint"] / "config.json").is_file()

@@ -174,6 +174,8 @@ def teacher_pass(
             stats["texts_encoded"] = _encode_shard(store, embed, 0, 1, show_progress)
             stats["encode_seconds"] = time.perf_counter() - start
             n_shards = 1
+            if getattr(embed, "machine", None):  # what encoded (near-ties in a ranking move with the hardware)
+                stats["machine"] = embed.machine  # type: ignore[attr-defined]
         stats.update({"shards": n_shards, "store": store.folder.name, "store_dtype": store.dtype,
                       "search_backend": sorted({search_backend(len(t.corpus)) for t in plan.tasks.values()})})
         store.open(n_shards)

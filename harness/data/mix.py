@@ -397,6 +397,9 @@ def teacher_embed(config: DataConfig) -> tuple[Any, str]:
             teacher.append(Embedder.from_config(teacher_config).to(device))
         return teacher[0].encode(texts, max_length=spec.max_length, batch_size=64, bf16=precision.bf16)
 
+    from harness.machine import machine_of
+
+    embed.machine = machine_of(device)  # type: ignore[attr-defined]  # recorded with the ranking it encodes
     # The teacher's weights (a folder is keyed by its contents) and the precision it ran in.
     teacher_id = content_hash({"teacher": backbone_identity(spec.teacher), "pooling": spec.teacher_pooling,
                                "max_length": spec.max_length, "precision": precision.name})
@@ -436,5 +439,6 @@ def filter_rows(rows: Sequence[TrainRow], config: DataConfig, *, show_progress: 
     cut, report = cut_rows(rows, ranking, top_k=spec.top_k, negatives=config.hard_negatives,
                            seed=config.seed, rule=rule_from_config(spec), fingerprint=fingerprint)
     report["teacher"] = {"spec": spec.teacher, "id": teacher_id, "ranking": ranking.key,
-                         "precision": teacher_precision(config), "teacher_pass": ranking.stats.get("cache")}
+                         "precision": teacher_precision(config), "teacher_pass": ranking.stats.get("cache"),
+                         "machine": ranking.stats.get("machine")}  # None: encoded by shards or before it was recorded
     return cut, report

@@ -138,8 +138,8 @@ def _precision_text(recipe_dir: Path) -> str:
         if (run.get("device") or {}).get("train"):
             devices.add(str(run["device"]["train"]))
         machine = run.get("machine") or {}
-        machines.update(describe_machine(m) for m in [machine.get("train"), *(machine.get("eval") or {}).values()]
-                        if m)
+        machines.update(describe_machine(m) for m in [machine.get("data_teacher"), machine.get("train"),
+                                                      *(machine.get("eval") or {}).values()] if m)
     if not seen["train"] and not seen["eval"]:
         return "Precision: not recorded (runs from before precision was recorded)."
     parts = [f"{phase} {', '.join(sorted(v)) or '?'}" for phase, v in seen.items()]

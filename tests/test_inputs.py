@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -93,7 +94,7 @@ def test_a_source_that_changes_while_the_stage_is_built_is_not_committed(
 
 
 @pytest.fixture
-def fresh_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+def fresh_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     """An empty local Hub cache and no memo of earlier lookups."""
     from huggingface_hub import constants
 

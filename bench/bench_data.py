@@ -8,9 +8,15 @@ os.wait4's rusage of that child):
    time, rows/s; beside it `datasets.load_dataset("json")` reading the same files;
 2. one training step per rank, 2 gloo processes (torchrun), tiny-qwen2, on the tables of two sizes;
 3. the teacher pass (tiny-qwen2 teacher, `data build` of a filtered recipe) on 1 vs 2 processes:
-   identical top-k and negatives, and the wall-time ratio.
+   identical top-k and negatives, and the wall-time ratio;
+4. the filtered data stage (`--parts filtered`): the same data stage with `data.filter` (top_k 20,
+   mined from ranks [5, 30), depth 32) per size, its peak RSS beside the unfiltered one and the
+   ratio of the largest to the smallest size for each. The teacher is a hash embedder (a text's
+   32-dim vector from its blake2b digest, `HashTeacher`), so the measurement is the harness's data
+   path (plan, store, search, cut, streaming write) rather than a model's encoding time.
 
     python bench/bench_data.py --sizes 100000 300000 1000000 --workdir /tmp/bench-data
+    python bench/bench_data.py --parts data filtered --sizes 100000 1000000
 
 The 1M-row file is ~2.4 GB: check `df -h` first; --keep leaves the files, else they are deleted.
 """
@@ -33,27 +39,65 @@ TASKS = ["msmarco", "nq", "hotpotqa", "fiqa", "nli", "quora", "banking77", "stac
 WORDS_PER_TEXT = 40
 
 
-def generate(folder: Path, rows: int, seed: int = 0) -> int:
-    """Seeded synthetic rows, one JSON-lines file per task; returns bytes written."""
+def generate(folder: Path, rows: int, seed: int = 0, task_rows: int | None = None) -> int:
+    """Seeded synthetic rows, one JSON-lines file per task; returns bytes written.
+
+    `task_rows`: about that many rows per task (tasks `t0000`...), instead of the 8 fixed tasks."""
     import numpy as np
     from tqdm.auto import tqdm
 
+    if rows > FRESH_ROWS or task_rows is not None:  # FRESH_ROWS rows drawn once, then copies made distinct
+        return _replicate(folder, rows, seed, task_rows)
     rng = np.random.default_rng(seed)
     letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
     vocab = ["".join(rng.choice(letters, size=int(n))) for n in rng.integers(2, 10, size=20_000)]
     folder.mkdir(parents=True, exist_ok=True)
-    handles = {t: (folder / f"{t}.jsonl").open("w", encoding="utf-8") for t in TASKS}
+    tasks_list = TASKS if task_rows is None else [f"t{i:04d}" for i in range(max(1, rows // task_rows))]
+    handles = {t: (folder / f"{t}.jsonl").open("w", encoding="utf-8") for t in tasks_list}
     chunk = 10_000
     with tqdm(total=rows, desc=f"generate {rows}", unit="row") as bar:
         for start in range(0, rows, chunk):
             n = min(chunk, rows - start)
             words = rng.integers(0, len(vocab), size=(n, 9, WORDS_PER_TEXT))
             lengths = rng.integers(WORDS_PER_TEXT // 2, WORDS_PER_TEXT * 3 // 2 + 1, size=(n, 9))
-            tasks = rng.integers(0, len(TASKS), size=n)
+            tasks = rng.integers(0, len(tasks_list), size=n)
             for i in range(n):
                 texts = [" ".join(vocab[w] for w in words[i, j, : lengths[i, j]]) for j in range(9)]
                 record = {"query": texts[0], "pos": [texts[1]], "neg": texts[2:]}
-                handles[TASKS[tasks[i]]].write(json.dumps(record) + "\n")
+                handles[tasks_list[tasks[i]]].write(json.dumps(record) + "\n")
+            bar.update(n)
+    for handle in handles.values():
+        handle.close()
+    return sum(f.stat().st_size for f in folder.iterdir())
+
+
+FRESH_ROWS = 100_000  # rows drawn word by word (~1k rows/s on a loaded CPU); larger sizes copy them
+
+
+def _replicate(folder: Path, rows: int, seed: int, task_rows: int | None) -> int:
+    """`rows` rows: FRESH_ROWS drawn rows, then copy k of each with ` ~k` appended to every text (so no two
+    rows or texts are equal), spread over the tasks as `generate` spreads them; ~20x faster than drawing."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    base = folder.parent / ".fresh-rows"  # drawn once per workdir (seed 0), shared by every size
+    if not base.is_dir():
+        generate(base, FRESH_ROWS)
+    records = [line for f in sorted(base.glob("*.jsonl")) for line in f.read_text(encoding="utf-8").splitlines()]
+    tasks_list = TASKS if task_rows is None else [f"t{i:04d}" for i in range(max(1, rows // task_rows))]
+    folder.mkdir(parents=True, exist_ok=True)
+    handles = {t: (folder / f"{t}.jsonl").open("w", encoding="utf-8") for t in tasks_list}
+    rng = np.random.default_rng(seed + 1)
+    with tqdm(total=rows, desc=f"replicate {rows}", unit="row") as bar:
+        for start in range(0, rows, len(records)):
+            copy, n = start // len(records), min(len(records), rows - start)
+            tasks = rng.integers(0, len(tasks_list), size=n)
+            for i in range(n):
+                record = json.loads(records[i])
+                if copy:
+                    record = {"query": f"{record['query']} ~{copy}", "pos": [f"{t} ~{copy}" for t in record["pos"]],
+                              "neg": [f"{t} ~{copy}" for t in record["neg"]]}
+                handles[tasks_list[tasks[i]]].write(json.dumps(record) + "\n")
             bar.update(n)
     for handle in handles.values():
         handle.close()
@@ -95,6 +139,40 @@ def child_data(source: str, cache: str) -> None:
 
     card = build_data(VariantConfig.model_validate(_variant(Path(source))), show_progress=False)
     print(json.dumps({"rows": card["rows"], "peak_rss_mib": peak_rss_mib()}))
+
+
+class HashTeacher:
+    """A stand-in teacher: each text's unit vector from its blake2b digest (32 dims), ~1 µs a text."""
+
+    DIM = 32
+
+    def __call__(self, texts: list[str], side: str) -> object:
+        import hashlib
+
+        import numpy as np
+
+        raw = b"".join(hashlib.blake2b(t.encode("utf-8"), digest_size=self.DIM).digest() for t in texts)
+        vectors = np.frombuffer(raw, dtype=np.uint8).reshape(len(texts), self.DIM).astype(np.float32) - 127.5
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+# top_k null keeps every row (the hash teacher ranks positives at random), so every row is written;
+# 10 negatives per row: the row's 7, then 3 mined from ranks [5, 30)
+FILTER = {"teacher": "minilm", "top_k": None, "window": [5, 30], "depth": 32, "max_length": 64, "bf16": False}
+FILTER_TASK_ROWS = 2000
+
+
+def child_filtered(source: str, cache: str) -> None:
+    """The filtered data stage with the hash teacher (its mix built in this process too)."""
+    os.environ["HARNESS_CACHE"] = cache
+    import harness.data.mix as mix
+    from harness.config import VariantConfig
+    from harness.train.stage import build_data
+
+    mix.teacher_embed = lambda config: (HashTeacher(), "bench-hash-teacher")  # type: ignore[assignment]
+    config = VariantConfig.model_validate(_variant(Path(source), filter=FILTER, hard_negatives=10))
+    card = build_data(config, show_progress=False)
+    print(json.dumps({"rows": card["rows"], "kept": card["rows_after_filter"], "peak_rss_mib": peak_rss_mib()}))
 
 
 def child_load_dataset(source: str, cache: str) -> None:
@@ -154,6 +232,35 @@ def bench_data_stage(work: Path, sizes: list[int], keep: bool) -> list[dict]:
         print(json.dumps(row), flush=True)
         results.append(row)
     return results
+
+
+def bench_filtered(work: Path, sizes: list[int], unfiltered: list[dict]) -> dict:
+    """Peak RSS of the filtered data stage per size, beside the unfiltered stage's (same files)."""
+    plain = {r["rows"]: r["data_stage_peak_rss_mib"] for r in unfiltered}
+    rows = []
+    for size in sizes:
+        # tasks of ~FILTER_TASK_ROWS rows (KaLM's data is hundreds of tasks): the exact search is
+        # per task, so its cost grows with the rows, not with their square
+        source = work / f"filter-rows-{size}"
+        if not source.is_dir():
+            generate(source, size, seed=2, task_rows=FILTER_TASK_ROWS)
+        cache = work / f"filtered-cache-{size}"
+        shutil.rmtree(cache, ignore_errors=True)
+        wall, info, code = run_child([sys.executable, __file__, "--child-filtered", str(source), str(cache)])
+        assert code == 0 and info["rows"] == size, f"filtered data stage failed for {size}"
+        shutil.rmtree(cache, ignore_errors=True)
+        row = {"rows": size, "kept": info["kept"], "filtered_s": round(wall, 1),
+               "filtered_peak_rss_mib": round(info["peak_rss_mib"]), "unfiltered_peak_rss_mib": plain.get(size)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    small, large = rows[0], rows[-1]
+    ratios = {"sizes": [small["rows"], large["rows"]],
+              "filtered_rss_ratio": round(large["filtered_peak_rss_mib"] / small["filtered_peak_rss_mib"], 2)}
+    if small["unfiltered_peak_rss_mib"] and large["unfiltered_peak_rss_mib"]:
+        ratios["unfiltered_rss_ratio"] = round(large["unfiltered_peak_rss_mib"] / small["unfiltered_peak_rss_mib"], 2)
+    print(f"peak RSS {large['rows']} vs {small['rows']} rows: filtered x{ratios['filtered_rss_ratio']} "
+          f"(goal <= 1.5), unfiltered x{ratios.get('unfiltered_rss_ratio', '?')}", flush=True)
+    return {"runs": rows, **ratios}
 
 
 def bench_train_step(work: Path, sizes: list[int]) -> list[dict]:
@@ -232,14 +339,18 @@ def main() -> None:
                                                                    "smallest and largest of --sizes)")
     parser.add_argument("--teacher-rows", type=int, default=3000, help="rows for the 1 vs 2 process teacher pass")
     parser.add_argument("--workdir", default="/tmp/bench-data")
-    parser.add_argument("--parts", nargs="+", default=["data", "train", "teacher"], choices=["data", "train", "teacher"])
+    parser.add_argument("--parts", nargs="+", default=["data", "train", "teacher", "filtered"],
+                        choices=["data", "train", "teacher", "filtered"])
     parser.add_argument("--keep", action="store_true", help="keep generated files and caches")
     parser.add_argument("--child-data", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--child-load-dataset", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--child-filtered", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--child-train", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_data:
         return child_data(*args.child_data)
+    if args.child_filtered:
+        return child_filtered(*args.child_filtered)
     if args.child_load_dataset:
         return child_load_dataset(*args.child_load_dataset)
     if args.child_train:
@@ -252,8 +363,11 @@ def main() -> None:
     os.environ["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    print(f"cpu capability: {torch.backends.cpu.get_cpu_capability()}, cores: {os.cpu_count()}", flush=True)
-    report: dict = {"cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    from harness.devices import cpu_model
+
+    print(f"cpu: {cpu_model()}, capability: {torch.backends.cpu.get_cpu_capability()}, cores: {os.cpu_count()}",
+          flush=True)
+    report: dict = {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     try:
         if "data" in args.parts:
             report["data_stage"] = bench_data_stage(work, args.sizes, args.keep)
@@ -262,6 +376,8 @@ def main() -> None:
             report["train_step"] = bench_train_step(work, sizes)
         if "teacher" in args.parts:
             report["teacher"] = bench_teacher(work, args.teacher_rows)
+        if "filtered" in args.parts:
+            report["filtered"] = bench_filtered(work, args.sizes, report.get("data_stage", []))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -105,6 +105,8 @@ class SourceConfig(_Strict):
     dataset: str | None = Field(None, description="hf-dataset: Hub id or local folder")
     subset: str | None = Field(None, description="hf-dataset: configuration name")
     split: str = Field("train", description="hf-dataset: split")
+    revision: str | None = Field(None, description="hf-dataset from the Hub: branch, tag or commit; resolved to a "
+                                 "commit SHA at plan time (default: the default branch)")
     task: str | None = Field(None, description="task label for every row (default: per file / subset)")
     on_error: Literal["fail", "skip"] = Field("fail", description="malformed rows: stop, or skip and count")
     synth: SynthConfig | None = Field(None, description="kind synth: how to generate the rows")

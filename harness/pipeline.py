@@ -319,13 +319,19 @@ def publish(p: RunPlan, log: Any = print, tasks: dict[str, tuple[Any, str]] | No
     atomic.write_parquet(out / "units.parquet", units)
     publish_mteb_results(p.evals, out / "mteb")
     summary = json.loads((p.train.dir / "summary.json").read_text(encoding="utf-8"))
+    from harness.paths import cache_root
+    from harness.run_record import inputs_record, machines_record
+
     atomic.write_json(out / "run.json", {
         "stages": {"data": p.data.hash, "train": p.train.hash, **{f"eval:{t}": s.hash for t, s in p.evals.items()}},
-        "checkpoint": str(p.train.dir / "model"),
+        # relative to the cache root ($HARNESS_CACHE): no path of the machine that ran it in results/
+        "checkpoint": (p.train.dir / "model").relative_to(cache_root()).as_posix(),
         "overrides": p.recipe.overrides,  # command-line key=value edits of the recipe's base
         "precision": {"train": p.train.key["precision"],
                       "eval": sorted({s.key["precision"] for s in p.evals.values()})},
         "device": {"train": summary.get("device")},
+        "machine": machines_record(card, summary, p.evals),
+        "inputs": inputs_record(p.data, p.train),
         "versions": _versions(),
     })
     if p.config.train.report_to:  # the eval scores join the run's tracker runs

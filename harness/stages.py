@@ -28,13 +28,18 @@ STAGE_VERSIONS: dict[str, int] = {
     # 2: the table is rows.arrow (Arrow IPC, memory-mapped), not rows.jsonl; the filter teacher is keyed
     # by its contents and precision
     # 3: mining rules (filter.negatives); card counts `mined` negatives (was `window`) and the rule's screening
-    "data": 3,
+    # 4: file sources keyed by content, Hub datasets by commit; the card's filter.teacher names the machine
+    # that encoded the ranking
+    "data": 4,
     "contamination": 1,
     # 2: float32 master weights, precision in the key, backbone folders keyed by content
-    "train": 2,
+    # 3: summary.json names the machine (CPU model + capability, or GPU + compute capability); Hub backbones
+    # keyed by commit
+    "train": 3,
     # 2: precision in the key; 3: the stage also keeps mteb's TaskResult JSON (mteb.json) and ModelMeta
-    # (model_meta.json); 4: harness retrieval tasks stop at k = 100 (no @1000 metrics in mteb.json)
-    "eval": 4,
+    # (model_meta.json); 4: harness retrieval tasks stop at k = 100 (no @1000 metrics in mteb.json);
+    # 5: the mteb version is in the key (harness.evaluator), the record names its machine
+    "eval": 5,
 }
 
 
@@ -57,7 +62,9 @@ class Stage:
 
 
 def data_stage(config: VariantConfig) -> Stage:
-    data = config.data.model_dump(mode="json")
+    from harness.inputs import data_key
+
+    data = data_key(config.data)  # file sources by content, Hub datasets by commit
     spec = config.data.filter
     if spec is None:
         return Stage("data", {"data": data})
@@ -99,9 +106,13 @@ def train_stage(config: VariantConfig) -> Stage:
 
 
 def eval_stage(config: VariantConfig, task_name: str, task_revision: str) -> Stage:
+    from harness.evaluator import evaluator_identity
+
     train = train_stage(config).hash
+    evaluator = evaluator_identity()
     return _first_done([
-        Stage("eval", {"train": train, "task": task_name, "revision": task_revision, "precision": precision})
+        Stage("eval", {"train": train, "task": task_name, "revision": task_revision, "precision": precision,
+                       "evaluator": evaluator})
         for precision in precisions_to_try(config.eval.bf16, config.eval.device)
     ])
 

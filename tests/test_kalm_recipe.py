@@ -13,6 +13,7 @@ import pytest
 
 from harness.cli import main
 from harness.data.offline.stdlib_code import stdlib_code_pairs
+from harness.paths import cache_root
 from harness.recipe import load_recipe
 
 from .conftest import REPO, write
@@ -103,14 +104,14 @@ ablate:
         assert summary["precision"] == expected.name and summary["device"] == "cpu"
         assert json.loads((run / "run.json").read_text())["precision"] == {"train": expected.name,
                                                                             "eval": [expected.name]}
-        checkpoint = Path(json.loads((run / "run.json").read_text())["checkpoint"])
+        checkpoint = cache_root() / json.loads((run / "run.json").read_text())["checkpoint"]
         meta = json.loads((checkpoint / "harness_embedder.json").read_text())
         assert meta["matryoshka_dims"] == [64, 32] and meta["attention"] == attention
         assert meta["sentence_transformers_exact"] is (attention == "causal")
         card = json.loads((run / "data_card.json").read_text())
         assert card["sources"]["mine"]["rows_kept"] == 48 and card["hard_negatives_per_row"] == 1.0
     # the causal checkpoint reproduces in sentence-transformers (to 1e-5)
-    checkpoint = Path(json.loads((results / "kalm-small" / "base" / "seed-0" / "run.json").read_text())["checkpoint"])
+    checkpoint = cache_root() / json.loads((results / "kalm-small" / "base" / "seed-0" / "run.json").read_text())["checkpoint"]
     texts = ["Return the sum of two numbers.", "def add(a, b):\n    return a + b"]
     ours = Embedder.from_config(ModelConfig(backbone=str(folder), passage_max_length=48),
                                 checkpoint=checkpoint).encode(texts, max_length=48)

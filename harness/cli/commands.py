@@ -30,6 +30,13 @@ def _setup_env() -> None:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
+    from harness.hub import missing_revisions
+
+    with missing_revisions("warn" if args.dry_run else "error"):  # an unresolvable Hub revision: warn in a dry run only
+        return _ablate(args)
+
+
+def _ablate(args: argparse.Namespace) -> int:
     from harness.recipe import load_recipe
 
     started = time.perf_counter()

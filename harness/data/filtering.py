@@ -38,10 +38,9 @@ dominates: 1500 rows took 28.8 s to encode and 0.02 s to search).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -52,7 +51,7 @@ from harness import atomic
 from harness.data.mining import MiningRule, relative_scores
 from harness.data.rows import TrainRow
 from harness.errors import HarnessError
-from harness.hashing import canonical_json, content_hash
+from harness.hashing import content_hash
 
 Side = Literal["query", "passage"]
 EmbedFn = Callable[[list[str], Side], np.ndarray]
@@ -100,10 +99,11 @@ class TeacherRanking:
 
 def rows_fingerprint(rows: Iterable[TrainRow]) -> str:
     """sha256 over the rows' (task, query, pos, neg), streamed so large tables never become one string."""
-    digest = hashlib.sha256()
+    from harness.data.teacher import RowsDigest
+
+    digest = RowsDigest()
     for row in rows:
-        digest.update(canonical_json([row.task, row.query, row.pos, row.neg]).encode("utf-8"))
-        digest.update(b"\n")
+        digest.add(row)
     return digest.hexdigest()
 
 
@@ -143,6 +143,7 @@ def teacher_pass(
     candidate_pools: Mapping[str, Sequence[str]] | None = None,
     store_dir: str | Path | None = None,
     store_dtype: str | None = None,
+    fingerprint: str | None = None,
 ) -> TeacherRanking:
     """Encode each task's unique queries and corpus once, then exact top-`depth` search per task.
 
@@ -151,7 +152,8 @@ def teacher_pass(
     `candidate_pools` (task -> texts) replaces a task's corpus, as KaLM's `--candidate_pool`.
     Vectors go to `store_dir/<store key>` (reused when present) or a temp folder, as float16 or
     float32 (`store_dtype`; default by size, see `harness.data.teacher`). Shards already written
-    there (by `encode_teacher_shard` in other processes) are used as they are.
+    there (by `encode_teacher_shard` in other processes) are used as they are. `fingerprint`: the rows'
+    `rows_fingerprint`, when the caller has it (the plan then does not hash the rows again).
     """
     import tempfile
 
@@ -159,7 +161,7 @@ def teacher_pass(
 
     if depth < 1:
         raise HarnessError(f"teacher pass: depth must be >= 1, got {depth}")
-    plan = plan_teacher_pass(rows, candidate_pools, batch_size)
+    plan = plan_teacher_pass(rows, candidate_pools, batch_size, fingerprint=fingerprint)
     if not plan.n_rows:
         raise HarnessError("teacher pass: no rows to rank")
     with tempfile.TemporaryDirectory(prefix="harness-teacher-") as tmp:
@@ -172,6 +174,8 @@ def teacher_pass(
             stats["texts_encoded"] = _encode_shard(store, embed, 0, 1, show_progress)
             stats["encode_seconds"] = time.perf_counter() - start
             n_shards = 1
+            if getattr(embed, "machine", None):  # what encoded (near-ties in a ranking move with the hardware)
+                stats["machine"] = embed.machine  # type: ignore[attr-defined]
         stats.update({"shards": n_shards, "store": store.folder.name, "store_dtype": store.dtype,
                       "search_backend": sorted({search_backend(len(t.corpus)) for t in plan.tasks.values()})})
         store.open(n_shards)
@@ -211,6 +215,7 @@ def encode_teacher_shard(
     show_progress: bool = True,
     candidate_pools: Mapping[str, Sequence[str]] | None = None,
     store_dtype: str | None = None,
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """Encode shard `shard` of `n_shards` of the teacher pass into `cache_dir/teacher-embeddings/`.
 
@@ -219,7 +224,7 @@ def encode_teacher_shard(
     """
     from harness.data.teacher import EmbeddingStore, plan_teacher_pass
 
-    plan = plan_teacher_pass(rows, candidate_pools, batch_size)
+    plan = plan_teacher_pass(rows, candidate_pools, batch_size, fingerprint=fingerprint)
     store = EmbeddingStore(Path(cache_dir) / "teacher-embeddings", plan, teacher_id, store_dtype)
     start = time.perf_counter()
     encoded = _encode_shard(store, embed, shard, n_shards, show_progress)
@@ -362,11 +367,14 @@ def cached_teacher_pass(
     show_progress: bool = True,
     candidate_pools: Mapping[str, Sequence[str]] | None = None,
     store_dtype: str | None = None,
+    fingerprint: str | None = None,
 ) -> TeacherRanking:
     """`teacher_pass` once per (teacher id, rows, depth): later calls load `cache_dir/rankings/<key>`.
 
     `cache_dir` defaults to `harness.paths.cache_root()`. The teacher is only called on a miss, and
     then only for vectors not already in `cache_dir/teacher-embeddings/` (e.g. written by shards).
+    `fingerprint`: the rows' `rows_fingerprint` if known (the mix card has it), so the rows are not
+    hashed again for the key.
     """
     if cache_dir is None:
         from harness.paths import cache_root
@@ -374,7 +382,8 @@ def cached_teacher_pass(
         cache_dir = cache_root()
     from harness.locks import locked
 
-    key = ranking_key(teacher_id, rows, depth, candidate_pools)
+    fingerprint = fingerprint or rows_fingerprint(rows)
+    key = _key(teacher_id, fingerprint, depth, candidate_pools)
     if store_dtype is not None:  # a forced precision is another ranking (the default follows the rows)
         key = content_hash([key, store_dtype])
     folder = Path(cache_dir) / "rankings" / key
@@ -384,7 +393,8 @@ def cached_teacher_pass(
                 atomic.remove_stale_staging(folder, legacy=True)
                 ranking = teacher_pass(rows, embed, depth=depth, batch_size=batch_size, show_progress=show_progress,
                                        teacher_id=teacher_id, candidate_pools=candidate_pools,
-                                       store_dir=Path(cache_dir) / "teacher-embeddings", store_dtype=store_dtype)
+                                       store_dir=Path(cache_dir) / "teacher-embeddings", store_dtype=store_dtype,
+                                       fingerprint=fingerprint)
                 save_ranking(ranking, folder)
                 ranking.stats = {**ranking.stats, "cache": "miss"}
                 return ranking
@@ -395,6 +405,38 @@ def cached_teacher_pass(
 
 
 # --------------------------------------------------------------------------- the cut
+
+
+@dataclass
+class FilterCut:
+    """The outcome of the cut, compactly: which input rows survive and the corpus items they gain.
+
+    A kept row's negatives are its own cleaned negatives (recomputed from the row) followed by
+    `extra[task][line]` (mined, then padding; -1 = none), so the kept rows are written by streaming the
+    input once more (`rows`) instead of being held in memory: 4 bytes per negative slot per kept row.
+    """
+
+    negatives: int
+    corpora: list[list[str]]  # per task index: its corpus
+    task_of_row: np.ndarray  # int32 [n_rows]: task index of a kept row, -1 if dropped
+    line_of_row: np.ndarray  # int64 [n_rows]: the kept row's line in its task's `extra`
+    extra: list[np.ndarray]  # per task index: int32 [kept rows, negatives] corpus indices, -1 padded
+
+    @property
+    def kept(self) -> int:
+        return int((self.task_of_row >= 0).sum())
+
+    def rows(self, rows: Iterable[TrainRow]) -> Iterator[TrainRow]:
+        """The kept rows of `rows` (the same rows the cut was made on), in input order, with their negatives."""
+        scratch: dict[str, int] = {"existing_discarded": 0}
+        for i, row in enumerate(rows):
+            task = int(self.task_of_row[i])
+            if task < 0:
+                continue
+            negs = _clean_existing(row, self.negatives, scratch) if self.negatives else []
+            corpus = self.corpora[task]
+            negs.extend(corpus[j] for j in self.extra[task][self.line_of_row[i]].tolist() if j >= 0)
+            yield replace(row, neg=negs)
 
 
 def apply_filter(
@@ -409,6 +451,25 @@ def apply_filter(
 ) -> tuple[list[TrainRow], dict[str, Any]]:
     """Kept rows (input order) with `negatives` negatives each where the corpus allows, and a report.
 
+    A list, for small inputs and tests; `cut_rows` + `FilterCut.rows` stream the same rows.
+    """
+    cut, report = cut_rows(rows, ranking, top_k=top_k, negatives=negatives, window=window, seed=seed, rule=rule)
+    return list(cut.rows(rows)), report
+
+
+def cut_rows(
+    rows: Sequence[TrainRow],
+    ranking: TeacherRanking,
+    *,
+    top_k: int | None,
+    negatives: int,
+    window: tuple[int, int] = (50, 100),
+    seed: int = 0,
+    rule: MiningRule | None = None,
+    fingerprint: str | None = None,
+) -> tuple[FilterCut, dict[str, Any]]:
+    """Which rows survive the cut and which negatives they get (a `FilterCut`), and a report.
+
     `rule` says which ranked candidates may be mined (harness.data.mining; default: KaLM's `window`).
     Report (for the data card): rows before/after, dropped rows by reason, rows kept without a test
     (filter off, or a corpus of at most `top_k` items), where the negatives came from
@@ -417,6 +478,7 @@ def apply_filter(
     and per task what the rule did (`mining`): ranked candidates it screened (not a positive, the
     query or an existing negative), how many it removed as likely false negatives, and the teacher
     scores of the mined negatives relative to their row's positive (ratio and margin quantiles).
+    `fingerprint`: the rows' `rows_fingerprint` if the caller has it (else the rows are hashed here).
     """
     rule = rule or MiningRule(window=window)
     lo, hi = rule.window
@@ -426,21 +488,26 @@ def apply_filter(
         raise HarnessError(f"negatives must be >= 0, got {negatives}")
     if top_k is not None and top_k < 0:
         raise HarnessError(f"top_k must be >= 0 or None, got {top_k}")
-    if len(rows) != ranking.n_rows or rows_fingerprint(rows) != ranking.rows_fingerprint:
+    if len(rows) != ranking.n_rows or (fingerprint or rows_fingerprint(rows)) != ranking.rows_fingerprint:
         raise HarnessError(
             f"teacher ranking {ranking.key} was computed for other rows ({ranking.n_rows} rows); "
             "run the teacher pass on exactly these rows"
         )
 
-    kept_rows: dict[int, TrainRow] = {}
+    task_of_row = np.full(len(rows), -1, dtype=np.int32)
+    line_of_row = np.zeros(len(rows), dtype=np.int64)
+    corpora: list[list[str]] = []
+    extras: list[np.ndarray] = []
     per_task: dict[str, dict[str, Any]] = {}
     all_scores: list[np.ndarray] = []
-    for name, task in ranking.tasks.items():
+    for t, (name, task) in enumerate(ranking.tasks.items()):
         keep, reasons = _cut(task, top_k)
-        new_negs, neg_counts, screened, scores = _mine_negatives(rows, task, keep, negatives, rule, seed)
-        for position in np.flatnonzero(keep):
-            row_index = int(task.row_indices[position])
-            kept_rows[row_index] = replace(rows[row_index], neg=new_negs[position])
+        extra, neg_counts, screened, scores = _mine_negatives(rows, task, keep, negatives, rule, seed)
+        kept_rows = task.row_indices[keep]
+        task_of_row[kept_rows] = t
+        line_of_row[kept_rows] = np.arange(len(kept_rows))
+        corpora.append(task.corpus)
+        extras.append(extra)
         all_scores.append(scores)
         per_task[name] = {
             "corpus_size": len(task.corpus),
@@ -450,7 +517,8 @@ def apply_filter(
             "negatives": neg_counts,
             "mining": {**screened, **relative_scores(scores[:, 0], scores[:, 1])},
         }
-    out = [kept_rows[i] for i in sorted(kept_rows)]
+    cut = FilterCut(negatives=negatives, corpora=corpora, task_of_row=task_of_row, line_of_row=line_of_row,
+                    extra=extras)
     scores = np.concatenate(all_scores) if all_scores else np.zeros((0, 2))
     report = {
         "teacher": ranking.teacher_id,
@@ -462,7 +530,7 @@ def apply_filter(
         "negatives_per_row": negatives,
         "seed": seed,
         "rows_before": len(rows),
-        "rows_after": len(out),
+        "rows_after": cut.kept,
         "dropped": _sum_counts(t["dropped"] for t in per_task.values()),
         "kept_unfiltered": _sum_counts(t["kept_unfiltered"] for t in per_task.values()),
         "negatives": _sum_counts(t["negatives"] for t in per_task.values()),
@@ -471,7 +539,7 @@ def apply_filter(
                    **relative_scores(scores[:, 0], scores[:, 1])},
         "tasks": per_task,
     }
-    return out, report
+    return cut, report
 
 
 def _cut(task: TaskRanking, top_k: int | None) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
@@ -496,16 +564,19 @@ def _cut(task: TaskRanking, top_k: int | None) -> tuple[np.ndarray, dict[str, di
 
 def _mine_negatives(rows: Sequence[TrainRow], task: TaskRanking, keep: np.ndarray, n: int, rule: MiningRule,
                     seed: int, chunk: int = 8192
-                    ) -> tuple[dict[int, list[str]], dict[str, int], dict[str, int], np.ndarray]:
+                    ) -> tuple[np.ndarray, dict[str, int], dict[str, int], np.ndarray]:
     """Negatives for the kept rows of one task: existing first, then ranked candidates the rule allows,
-    then random padding. Also returns the rule's screening counts and, per mined negative, its
-    (teacher score, its row's positive score) [m, 2]."""
+    then random padding. Returns the corpus items each kept row gains (int32 [kept, n], mined then
+    padding, -1 padded; its existing negatives are recomputed from the row when it is written), the
+    counts, the rule's screening counts and, per mined negative, its (teacher score, its row's
+    positive score) [m, 2]."""
     counts = {"existing": 0, "mined": 0, "padding": 0, "missing": 0, "existing_discarded": 0}
     screened = dict.fromkeys(SCREEN_COUNTS, 0)
     kept_positions = np.flatnonzero(keep)
     pairs: list[tuple[float, float]] = []
+    extra = np.full((len(kept_positions), n), -1, dtype=np.int32)
     if n == 0:
-        return {int(p): [] for p in kept_positions}, counts, screened, np.zeros((0, 2))
+        return extra, counts, screened, np.zeros((0, 2))
     window = rule.window
     if rule.method == "window" and window[1] > task.depth and len(task.corpus) > task.depth:
         raise HarnessError(
@@ -520,11 +591,11 @@ def _mine_negatives(rows: Sequence[TrainRow], task: TaskRanking, keep: np.ndarra
     # negatives are then the same under every top_k (for the window: KaLM's draw, as before rules).
     slots_all, scores_all = task.top_indices[:, lo:hi], task.top_scores[:, lo:hi]
     skipped_all = task.top_indices[:, :lo]  # the window's ranks above lo: skipped as likely false negatives
-    priority = np.random.default_rng([seed, task_seed]).random((len(task.row_indices), slots_all.shape[1]))
     ceilings = rule.ceilings(task.positive_score)
     hardest = rule.sampling_used == "hardest"
+    # Hardest-first needs no draw; a random draw is produced row block by row block, never whole.
+    draws = None if hardest else _RowDraws([seed, task_seed], slots_all.shape[1])
 
-    result: dict[int, list[str]] = {}
     for start in range(0, len(kept_positions), chunk):
         positions = kept_positions[start : start + chunk]
         existing, excluded = [], []
@@ -542,29 +613,60 @@ def _mine_negatives(rows: Sequence[TrainRow], task: TaskRanking, keep: np.ndarra
         skipped = ~(skipped_all[task.query_of_row[positions]][:, :, None] == blocked_pad).any(-1)
         screened["candidates"] += int(valid.sum() + skipped.sum())
         screened["removed_as_false_negatives"] += int(removed.sum() + skipped.sum())
-        rank_or_draw = np.broadcast_to(np.arange(slots.shape[1]), slots.shape) if hardest else priority[positions]
+        rank_or_draw = np.broadcast_to(np.arange(slots.shape[1]), slots.shape) if draws is None \
+            else draws.take(positions)
         order = np.argsort(np.where(eligible, rank_or_draw, np.inf), axis=1, kind="stable")
         for i, position in enumerate(positions):
             negs = existing[i]
             counts["existing"] += len(negs)
             need = n - len(negs)
+            gained: list[int] = []
             if need > 0:
                 chosen = sorted(j for j in order[i, :need] if eligible[i, j])  # hardest first
-                negs.extend(corpus[slots[i, j]] for j in chosen)
+                gained.extend(int(slots[i, j]) for j in chosen)
                 pairs.extend((float(scores[i, j]), float(task.positive_score[position])) for j in chosen)
                 counts["mined"] += len(chosen)
                 need -= len(chosen)
             if need > 0:
                 # padding never picks what the rule removed as a likely false negative (the window's
                 # skipped ranks stay eligible for padding, as in KaLM)
-                blocked = set(excluded[i].tolist()) | {index[t] for t in negs if t in index} | \
+                blocked = set(excluded[i].tolist()) | {index[t] for t in negs if t in index} | set(gained) | \
                     {int(j) for j in slots[i][removed[i]]}
                 padding = _random_corpus_items(len(corpus), need, blocked, [seed, task_seed, int(position)])
-                negs.extend(corpus[j] for j in padding)
+                gained.extend(padding)
                 counts["padding"] += len(padding)
                 counts["missing"] += need - len(padding)
-            result[int(position)] = negs
-    return result, counts, screened, np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
+            extra[start + i, : len(gained)] = gained
+    return extra, counts, screened, np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
+
+
+class _RowDraws:
+    """Rows of `default_rng(seed).random((n_rows, width))`, produced in row order a block at a time.
+
+    `take(positions)` (ascending, after every earlier call's) returns those rows, bit-identical to
+    indexing the whole array, while memory holds one block: a random mining draw costs no
+    rows x window float64 array.
+    """
+
+    BLOCK = 16_384
+
+    def __init__(self, seed: list[int], width: int) -> None:
+        self._rng = np.random.default_rng(seed)
+        self._width = width
+        self._next = 0  # first row not drawn yet
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        out = np.empty((len(positions), self._width), dtype=np.float64)
+        done = 0
+        while done < len(positions):
+            lo = self._next
+            hi = min(lo + self.BLOCK, int(positions[-1]) + 1)
+            block = self._rng.random((hi - lo, self._width))
+            self._next = hi
+            upto = done + int(np.searchsorted(positions[done:], hi))
+            out[done:upto] = block[positions[done:upto] - lo]
+            done = upto
+        return out
 
 
 def _clean_existing(row: TrainRow, n: int, counts: dict[str, int]) -> list[str]:

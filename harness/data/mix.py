@@ -18,19 +18,26 @@ import random
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from harness.config import DataConfig, SourceConfig
+from harness.inputs import data_key, unchanged_while
 from harness.data.rows import RowProblems, TrainRow, iter_flag_jsonl
 from harness.data.table import TABLE_FILE, RowTable, TableWriter
+from harness.data.teacher import RowsDigest
 from harness.errors import HarnessError
 from harness.hashing import canonical_json, content_hash
 from harness.instructions import SOURCE_INSTRUCTIONS
 
+if TYPE_CHECKING:
+    from harness.data.filtering import FilterCut
+
 SPOOL_DIR = ".spool"
-MIX_VERSION = 1  # bump when the mix table format changes
+# bump when the mix table format changes. 2: sources keyed by content (harness.inputs); the card
+# carries the rows' fingerprint (the teacher pass's key), so the filter never hashes the table again
+MIX_VERSION = 2
 
 
 def iter_source(name: str, source: SourceConfig, problems: RowProblems | None = None) -> Iterator[TrainRow]:
@@ -88,8 +95,13 @@ def _source_rows(name: str, source: SourceConfig, instruction: str | None,
         from harness.data.readers import iter_hf_dataset
 
         assert source.dataset is not None
+        revision = None
+        if not Path(source.dataset).expanduser().exists():  # a Hub id: read the commit the key names
+            from harness.hub import resolve_commit
+
+            revision = resolve_commit(source.dataset, "dataset", source.revision)
         yield from iter_hf_dataset(source.dataset, subset=source.subset, split=source.split, source=name,
-                                   problems=problems)
+                                   problems=problems, revision=revision)
     else:
         raise HarnessError(f"data.sources.{name}: unknown kind {source.kind!r}")
 
@@ -153,19 +165,22 @@ class SeenKeys:
 class CardCounts:
     """The card's whole-table counts, accumulated row by row (content hash included)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, rows_fingerprint: bool = False) -> None:
         self.rows = 0
         self.tasks: set[str] = set()
         self.with_negatives = 0
         self.negatives = 0
         self.with_instruction = 0
         self._hash = hashlib.sha256(b"[")
+        self.rows_digest = RowsDigest() if rows_fingerprint else None  # the mix's: the teacher pass's key
 
     def add(self, row: TrainRow) -> None:
         # == content_hash([r.to_json() for r in rows]): the canonical JSON of the list, streamed.
         if self.rows:
             self._hash.update(b",")
         self._hash.update(canonical_json(row.to_json()).encode("utf-8"))
+        if self.rows_digest is not None:
+            self.rows_digest.add(row)
         self.rows += 1
         self.tasks.add(row.task)
         self.with_negatives += bool(row.neg)
@@ -191,21 +206,32 @@ def build_table(config: DataConfig, out_dir: str | Path, *, show_progress: bool 
 
     `out_dir` is a staging folder (the data stage renames it into place when this returns). With a
     filter, the unfiltered mix is its own cached artifact (`mix_dir`), which the teacher's shards
-    read and which every filter setting over the same mix shares.
+    read and which every filter setting over the same mix shares. The kept rows stream from the mix
+    through the cut into the writer. A source file that changes meanwhile stops the build
+    (`harness.inputs.unchanged_while`), so no stage is committed for bytes its key does not name.
     """
     if not config.sources:
         raise HarnessError("data.sources is empty: name at least one training source")
-    out_dir = Path(out_dir)
+    with unchanged_while(config, "data stage"):
+        return _build_table(config, Path(out_dir), show_progress)
+
+
+def _build_table(config: DataConfig, out_dir: Path, show_progress: bool) -> dict[str, Any]:
     if config.filter is None:
-        return _write_mix(config, out_dir / TABLE_FILE, out_dir / SPOOL_DIR, show_progress)
+        card = _write_mix(config, out_dir / TABLE_FILE, out_dir / SPOOL_DIR, show_progress)
+        card.pop("rows_fingerprint")
+        return card
     mixed = ensure_mix(config, show_progress=show_progress)
     card = json.loads((mixed / "card.json").read_text(encoding="utf-8"))
-    kept_rows, card["filter"] = filter_rows(RowTable(mixed / TABLE_FILE), config, show_progress=show_progress)
+    table = RowTable(mixed / TABLE_FILE)
+    cut, card["filter"] = filter_rows(table, config, show_progress=show_progress,
+                                      fingerprint=card.pop("rows_fingerprint", None))
     after = CardCounts()
-    with TableWriter(out_dir / TABLE_FILE) as writer:
-        for row in kept_rows:
+    with TableWriter(out_dir / TABLE_FILE) as writer, _progress(show_progress, "write kept rows", cut.kept) as bar:
+        for row in cut.rows(table):
             writer.add(row)
             after.add(row)
+            bar.update()
     card["rows_after_filter"] = after.rows
     card["rows_with_hard_negatives"] = after.with_negatives
     card["hard_negatives_per_row"] = after.negatives / after.rows if after.rows else 0.0
@@ -219,7 +245,7 @@ def mix_dir(config: DataConfig) -> Path:
     """Cache folder of the unfiltered mix of a data config (its key leaves the filter out)."""
     from harness.paths import cache_root
 
-    key = content_hash({"v": MIX_VERSION, "data": config.model_dump(mode="json", exclude={"filter"})})
+    key = content_hash({"v": MIX_VERSION, "data": data_key(config, with_filter=False)})
     return cache_root() / "mix" / key
 
 
@@ -231,7 +257,8 @@ def ensure_mix(config: DataConfig, *, show_progress: bool = True) -> Path:
     folder = mix_dir(config)
 
     def build(tmp: Path) -> None:
-        card = _write_mix(config, tmp / TABLE_FILE, tmp / SPOOL_DIR, show_progress)
+        with unchanged_while(config, "mix"):
+            card = _write_mix(config, tmp / TABLE_FILE, tmp / SPOOL_DIR, show_progress)
         atomic.write_json(tmp / "card.json", card)
 
     build_once(folder, build, what=f"mix {folder.name}")  # once across processes (shards, concurrent runs)
@@ -260,7 +287,7 @@ def _mix(config: DataConfig, table_path: Path, spool: Path, show_progress: bool)
         available[name] = writer.rows
     quotas = _quotas(config, available)
 
-    counts = CardCounts()
+    counts = CardCounts(rows_fingerprint=True)
     seen = SeenKeys()
     card_sources: dict[str, Any] = {}
     with TableWriter(table_path) as writer:
@@ -317,6 +344,7 @@ def _mix(config: DataConfig, table_path: Path, spool: Path, show_progress: bool)
         "hard_negatives_per_row": (counts.negatives / counts.rows) if counts.rows else 0.0,
         "rows_with_instruction": counts.with_instruction,
         "content_hash": counts.content_hash(),
+        "rows_fingerprint": counts.rows_digest.hexdigest(),  # type: ignore[union-attr]  # the mix card only
     }
 
 
@@ -375,6 +403,9 @@ def teacher_embed(config: DataConfig) -> tuple[Any, str]:
             teacher.append(Embedder.from_config(teacher_config).to(device))
         return teacher[0].encode(texts, max_length=spec.max_length, batch_size=64, bf16=precision.bf16)
 
+    from harness.machine import machine_of
+
+    embed.machine = machine_of(device)  # type: ignore[attr-defined]  # recorded with the ranking it encodes
     # The teacher's weights (a folder is keyed by its contents) and the precision it ran in.
     teacher_id = content_hash({"teacher": backbone_identity(spec.teacher), "pooling": spec.teacher_pooling,
                                "max_length": spec.max_length, "precision": precision.name})
@@ -387,25 +418,33 @@ def encode_shard(config: DataConfig, shard: int, n_shards: int, *, show_progress
     from harness.paths import cache_root
 
     embed, teacher_id = teacher_embed(config)
-    table = RowTable(ensure_mix(config, show_progress=show_progress) / TABLE_FILE)
-    return encode_teacher_shard(table, embed, teacher_id, cache_root(), shard, n_shards, show_progress=show_progress)
+    mixed = ensure_mix(config, show_progress=show_progress)
+    fingerprint = json.loads((mixed / "card.json").read_text(encoding="utf-8")).get("rows_fingerprint")
+    return encode_teacher_shard(RowTable(mixed / TABLE_FILE), embed, teacher_id, cache_root(), shard, n_shards,
+                                show_progress=show_progress, fingerprint=fingerprint)
 
 
-def filter_rows(rows: Sequence[TrainRow], config: DataConfig, *,
-                show_progress: bool = True) -> tuple[list[TrainRow], dict[str, Any]]:
+def filter_rows(rows: Sequence[TrainRow], config: DataConfig, *, show_progress: bool = True,
+                fingerprint: str | None = None) -> tuple[FilterCut, dict[str, Any]]:
     """Ranking-consistency filter + hard-negative mining; the teacher pass is cached on disk, so
-    arms that differ only in the threshold share it (the teacher loads only on a cache miss)."""
-    from harness.data.filtering import apply_filter, cached_teacher_pass
+    arms that differ only in the threshold share it (the teacher loads only on a cache miss).
+
+    Returns the cut (`FilterCut.rows(rows)` streams the kept rows) and the card's report; the rows
+    are hashed at most once, and not at all when `fingerprint` (the mix card's) is given.
+    """
+    from harness.data.filtering import cached_teacher_pass, cut_rows, rows_fingerprint
     from harness.data.mining import rule_from_config
     from harness.paths import cache_root
 
     spec = config.filter
     assert spec is not None
     embed, teacher_id = teacher_embed(config)
+    fingerprint = fingerprint or rows_fingerprint(rows)
     ranking = cached_teacher_pass(rows, embed, teacher_id, cache_root(), depth=spec.depth,
-                                  show_progress=show_progress)
-    kept, report = apply_filter(rows, ranking, top_k=spec.top_k, negatives=config.hard_negatives,
-                                seed=config.seed, rule=rule_from_config(spec))
+                                  show_progress=show_progress, fingerprint=fingerprint)
+    cut, report = cut_rows(rows, ranking, top_k=spec.top_k, negatives=config.hard_negatives,
+                           seed=config.seed, rule=rule_from_config(spec), fingerprint=fingerprint)
     report["teacher"] = {"spec": spec.teacher, "id": teacher_id, "ranking": ranking.key,
-                         "precision": teacher_precision(config), "teacher_pass": ranking.stats.get("cache")}
-    return kept, report
+                         "precision": teacher_precision(config), "teacher_pass": ranking.stats.get("cache"),
+                         "machine": ranking.stats.get("machine")}  # None: encoded by shards or before it was recorded
+    return cut, report

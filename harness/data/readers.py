@@ -59,11 +59,12 @@ def read_parquet(path: str | Path, source: str = "", problems: RowProblems | Non
 
 
 def iter_hf_dataset(dataset: str, *, subset: str | None = None, split: str = "train", source: str = "",
-                    problems: RowProblems | None = None) -> Iterator[TrainRow]:
+                    problems: RowProblems | None = None, revision: str | None = None) -> Iterator[TrainRow]:
     """A Hugging Face dataset by Hub id (the real path) or a local folder (`save_to_disk` or data files).
 
     Task label: the `task` column if present, else the subset, else the dataset name. The rows are
-    read from the dataset's memory-mapped Arrow cache, a batch at a time.
+    read from the dataset's memory-mapped Arrow cache, a batch at a time. `revision` (a Hub commit,
+    branch or tag) pins what is read from the Hub.
     """
     import datasets
 
@@ -76,7 +77,7 @@ def iter_hf_dataset(dataset: str, *, subset: str | None = None, split: str = "tr
             loaded = datasets.load_from_disk(str(local))
             data = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
         else:
-            data = datasets.load_dataset(dataset, subset, split=split)
+            data = datasets.load_dataset(dataset, subset, split=split, revision=revision)
     except KeyError:
         raise HarnessError(f"dataset {dataset!r}: no split {split!r}") from None
     except Exception as exc:  # noqa: BLE001 - datasets raises many types when data is unavailable

@@ -90,17 +90,35 @@ class Plan:
         return digest.hexdigest()[:16]
 
 
+class RowsDigest:
+    """The rows' fingerprint (sha256 over each row's canonical [task, query, pos, neg]), fed row by row,
+    so whoever streams the rows anyway (the mix writer, the plan) hashes them on the way."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+
+    def add(self, row: TrainRow) -> None:
+        self._digest.update(canonical_json([row.task, row.query, row.pos, row.neg]).encode("utf-8"))
+        self._digest.update(b"\n")
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
 def plan_teacher_pass(rows: Iterable[TrainRow], candidate_pools: Mapping[str, Sequence[str]] | None = None,
-                      batch_size: int = 256) -> Plan:
-    """One pass over `rows` (a list or a memory-mapped table): tasks, unique texts, units, fingerprint."""
+                      batch_size: int = 256, *, fingerprint: str | None = None) -> Plan:
+    """One pass over `rows` (a list or a memory-mapped table): tasks, unique texts, units, fingerprint.
+
+    The rows are hashed (`filtering.rows_fingerprint`) only when `fingerprint` is not given.
+    """
     pools = candidate_pools or {}
     building: dict[str, dict[str, Any]] = {}
-    digest = hashlib.sha256()
+    digest = None if fingerprint else RowsDigest()
     n_rows = 0
     for i, row in enumerate(rows):
         n_rows += 1
-        digest.update(canonical_json([row.task, row.query, row.pos, row.neg]).encode("utf-8"))
-        digest.update(b"\n")
+        if digest is not None:
+            digest.add(row)
         task = building.get(row.task)
         if task is None:
             pool = pools.get(row.task)
@@ -150,7 +168,8 @@ def plan_teacher_pass(rows: Iterable[TrainRow], candidate_pools: Mapping[str, Se
             query_ids=side_ids["query"],
             corpus_ids=side_ids["passage"],
         )
-    return Plan(tasks=tasks, texts=texts, units=units, rows_fingerprint=digest.hexdigest(), n_rows=n_rows,
+    return Plan(tasks=tasks, texts=texts, units=units, n_rows=n_rows,
+                rows_fingerprint=fingerprint or digest.hexdigest(),  # type: ignore[union-attr]
                 batch_size=batch_size)
 
 

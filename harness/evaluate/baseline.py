@@ -37,7 +37,9 @@ def slug(spec: str) -> str:
 def evaluate_baseline(spec: str, model: ModelConfig, eval_config: EvalConfig, results_root: Path, *,
                       log: Any = print, show_progress: bool = True) -> Path:
     from harness.evaluate.cached import publish_mteb_results, run_cached_eval
+    from harness.evaluator import evaluator_identity
     from harness.evaluate.resolve import eval_revision, resolve_tasks
+    from harness.run_record import stage_machine
 
     is_random = spec in RANDOM_ALIASES
     identity = {"spec": RANDOM_BASELINE} if is_random else model_identity(spec, model)
@@ -47,7 +49,7 @@ def evaluate_baseline(spec: str, model: ModelConfig, eval_config: EvalConfig, re
     precision = precisions_to_try(eval_config.bf16, eval_config.device)[0]
     stages = {name: Stage("eval", {"baseline": model_hash, "task": name,
                                    "revision": eval_revision(task),
-                                   "precision": precision})
+                                   "precision": precision, "evaluator": evaluator_identity()})
               for name, task in tasks.items()}
 
     def make_encoder() -> Any:
@@ -66,7 +68,8 @@ def evaluate_baseline(spec: str, model: ModelConfig, eval_config: EvalConfig, re
     out = results_root / BASELINES / name
     atomic.write_text(out / "config.yaml", yaml.safe_dump({
         "baseline": spec, "model_hash": model_hash, "model": identity.get("model"),
-        "eval": eval_config.model_dump(mode="json")}, sort_keys=True, allow_unicode=True))
+        "eval": eval_config.model_dump(mode="json"),
+        "machine": {t: stage_machine(s) for t, s in stages.items()}}, sort_keys=True, allow_unicode=True))
     import pandas as pd
 
     scores = {t: json.loads((s.dir / "scores.json").read_text(encoding="utf-8")) for t, s in stages.items()}

@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.hub import hub_endpoint, hub_reachable
 
 # name -> attribute in mteb.benchmarks.benchmarks.benchmarks, for benchmarks mteb leaves unregistered
 _UNREGISTERED = {"MTEB(Africa, v1)": "MTEB_AFRICA", "MTEB(Africa, v1, lite)": "MTEB_AFRICA_LITE"}
@@ -105,30 +106,6 @@ def describe_task(task: Any) -> tuple[str, str, str]:
     codes = sorted({code.split("-")[0] for subset in kept for code in by_subset.get(subset, [])})
     shown = ", ".join(codes[:12]) + (f" (+{len(codes) - 12})" if len(codes) > 12 else "")
     return meta.name, meta.type, shown
-
-
-def hub_endpoint() -> str:
-    """The Hub the clients talk to: `HF_ENDPOINT` (a mirror), read by huggingface_hub at import."""
-    import huggingface_hub.constants
-
-    return str(huggingface_hub.constants.ENDPOINT).rstrip("/")
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """One HEAD request to the configured endpoint, so an unreachable Hub fails in seconds instead
-    of a 70-second retry loop, and a mirror (`HF_ENDPOINT`) is probed instead of huggingface.co.
-    Through huggingface_hub's own session, so its proxy and certificate settings apply too."""
-    from harness.hub import hub_offline
-
-    if hub_offline():
-        return False
-    import huggingface_hub
-
-    try:
-        huggingface_hub.get_session().head(hub_endpoint(), timeout=timeout)
-    except Exception:  # noqa: BLE001 - any transport failure (refused, DNS, TLS, timeout) means unreachable
-        return False
-    return True  # any HTTP answer, even 404, means the host is there
 
 
 def require_hub_data(task: Any) -> None:

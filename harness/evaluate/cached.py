@@ -12,6 +12,8 @@ from tqdm.auto import tqdm
 from harness import atomic
 from harness.stages import Stage, compute_once, sweep_stale
 
+from harness.run_record import MACHINE_FILE  # the machine that computed the stage's scores (harness.machine)
+
 
 def run_cached_eval(make_encoder: Callable[[], Any], tasks: dict[str, Any], stages: dict[str, Stage],
                     log: Callable[[str], None], *, show_progress: bool = True) -> None:
@@ -26,6 +28,7 @@ def run_cached_eval(make_encoder: Callable[[], Any], tasks: dict[str, Any], stag
     from harness.evaluate.benchmarks import require_hub_data
     from harness.evaluate.resolve import is_local
     from harness.evaluate.run import MODEL_META, MTEB_RESULT, evaluate_task
+    from harness.machine import machine_of
 
     for t in missing:  # an unreachable Hub fails here, in seconds, before any lock or encoding
         if not is_local(tasks[t]):
@@ -45,6 +48,7 @@ def run_cached_eval(make_encoder: Callable[[], Any], tasks: dict[str, Any], stag
             atomic.write_parquet(tmp / "units.parquet", done.units)
             atomic.write_text(tmp / MTEB_RESULT, done.mteb_result)
             atomic.write_text(tmp / MODEL_META, done.model_meta)
+            atomic.write_json(tmp / MACHINE_FILE, machine_of(getattr(getattr(encoder, "model", None), "device", "cpu")))
             evaluation.append(done)
 
         # One lock per task: this task is committed before the next starts, and another process

@@ -114,13 +114,19 @@ def _precision_text(recipe_dir: Path) -> str:
     machine that ran the stage (a GPU node's job, not the login node that submitted it)."""
     import json
 
+    from harness.machine import describe_machine
+
     arms: dict[str, set[str]] = {}
+    machines: set[str] = set()  # the hardware that made the numbers (scores move with it)
     for path in sorted(recipe_dir.glob("*/seed-*/run.json")):
         try:
             run = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         precision = run.get("precision") or {}
+        machine = run.get("machine") or {}
+        machines.update(describe_machine(m) for m in [machine.get("data_teacher"), machine.get("train"),
+                                                      *(machine.get("eval") or {}).values()] if m)
         if not precision.get("train"):
             continue
         device = (run.get("device") or {}).get("train")
@@ -130,7 +136,9 @@ def _precision_text(recipe_dir: Path) -> str:
     if not arms:
         return "Precision: not recorded (runs from before precision was recorded)."
     parts = [f"{arm}: {'; '.join(sorted(ran))}" for arm, ran in sorted(arms.items())]
-    return f"Precision and device per arm (`bf16: auto` resolves on the machine that ran each stage): {'. '.join(parts)}."
+    made_on = f" Made on: {'; '.join(sorted(machines))}." if machines else ""
+    return (f"Precision and device per arm (`bf16: auto` resolves on the machine that ran each stage): "
+            f"{'. '.join(parts)}.{made_on}")
 
 
 def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[str, Any]] | None = None,

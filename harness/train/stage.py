@@ -79,7 +79,9 @@ def run_train_stage(config: VariantConfig, *, show_progress: bool = True) -> dic
                 log, summary = train(config, rows, tmp / "model", work_dir=work, world=world,
                                      show_progress=show_progress, device=device, precision=precision)
                 atomic.write_text(tmp / "log.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in log))
-                atomic.write_json(tmp / "summary.json", summary)
+                from harness.machine import machine_of
+
+                atomic.write_json(tmp / "summary.json", {**summary, "machine": machine_of(device)})
                 write_training_card(tmp / "model", config, data_stage(config).dir, summary)  # README.md
             shutil.rmtree(work, ignore_errors=True)
         else:

@@ -75,7 +75,9 @@ def parameter_count(backbone: str, trust_remote_code: bool = False) -> int | Non
 
 def _weighted(training: dict[str, Any], side: str, shares: dict[str, float], padded: bool = False) -> float:
     """Mean tokens per text of a side after truncation, over sources by share; `padded`: the p95
-    instead (capped at the limit), what a batch is padded to."""
+    instead (capped at the limit), what a batch is padded to. Sources not measured (no `side`) are
+    left out of the average."""
+    training = {s: entry for s, entry in training.items() if side in entry}
     total = sum(shares.get(s, 0.0) for s in training)
     if not total:
         return 0.0

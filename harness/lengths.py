@@ -137,25 +137,32 @@ def training_lengths(config: VariantConfig, rows: Iterable[TrainRow]) -> dict[st
     return out
 
 
-def source_rows_preview(config: VariantConfig) -> tuple[list[TrainRow], str]:
+def source_rows_preview(config: VariantConfig) -> tuple[list[TrainRow], str, dict[str, str]]:
     """Rows to measure before a run: the cached mix when it exists, else up to `SAMPLE` rows read
-    from each active source (cheap; the dry-run never builds the mix)."""
+    from each active source (cheap; the dry-run never builds the mix). A source that cannot be read
+    here (a Hub dataset offline) is reported by name, not raised: a dry-run still shows the rest,
+    and a real run stops on it where the data stage reads it."""
     from harness.data.mix import iter_source, mix_dir
     from harness.data.table import RowTable
+    from harness.errors import HarnessError
 
     table = mix_dir(config.data) / "rows.arrow"
     if table.is_file():
-        return list(RowTable(table)), "the cached mix"
+        return list(RowTable(table)), "the cached mix", {}
     rows: list[TrainRow] = []
+    unread: dict[str, str] = {}
     for name, source in sorted(config.data.sources.items()):
         if source.weight <= 0:
             continue
-        for i, row in enumerate(iter_source(name, source)):
-            if i >= SAMPLE:
-                break
-            row.source = row.source or name
-            rows.append(row)
-    return rows, f"up to {SAMPLE} rows read from each source (the mix is not built yet)"
+        try:
+            for i, row in enumerate(iter_source(name, source)):
+                if i >= SAMPLE:
+                    break
+                row.source = row.source or name
+                rows.append(row)
+        except HarnessError as exc:
+            unread[name] = f"not measured: {exc}"
+    return rows, f"up to {SAMPLE} rows read from each source (the mix is not built yet)", unread
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -322,8 +329,8 @@ def plan_lengths(configs: dict[str, tuple[VariantConfig, list[str]]], tasks: dic
         if key in groups:
             groups[key].names.append(name)
             continue
-        rows, where = source_rows_preview(config)
-        lengths = {"training": training_lengths(config, rows),
+        rows, where, unread = source_rows_preview(config)
+        lengths = {"training": {**training_lengths(config, rows), **{n: {"error": e} for n, e in unread.items()}},
                    "eval": eval_lengths_memo(config.model, {t: tasks[t] for t in task_names})}
         cap = config.data.hard_negatives
         negatives = (float(cap) if config.data.filter is not None else

@@ -47,7 +47,7 @@ def test_serialisation_samples_deterministically_and_skips_empty_values() -> Non
     values = ["Autauga", "", "Baldwin", "Barbour", None, "Bibb", "Blount", "Bullock", "Autauga"]
     text = serialise_column("county_name", values, sample_values=3, seed="x")
     assert text == in_another_process(
-        "from harness.data.offline.tables import serialise_column\n"
+        "from harness.data.offline.table_matching import serialise_column\n"
         f"print(serialise_column('county_name', {values!r}, sample_values=3, seed='x'), end='')\n")
     header, sample = text.split("; values: ")
     assert header == "column: county_name"
@@ -178,7 +178,7 @@ def test_fabricated_pair_is_deterministic() -> None:
     frame = tm.real_tables()["sklearn_linnerud"]
     first: FabricatedPair = tm.fabricate_pair("sklearn_linnerud", frame, "semantically-joinable")
     again = json.loads(in_another_process(
-        "import json\nfrom harness.data.offline import tables as tm\n"
+        "import json\nfrom harness.data.offline import valentine as tm\n"
         "pair = tm.fabricate_pair('sklearn_linnerud', tm.real_tables()['sklearn_linnerud'], 'semantically-joinable')\n"
         "print(json.dumps({'target': pair.target.to_json(orient='split'), 'origin': pair.origin}))\n"))
     assert first.target.to_json(orient="split") == again["target"] and first.origin == again["origin"]

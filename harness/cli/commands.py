@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,7 +60,12 @@ def _ablate(args: argparse.Namespace) -> int:
     plans = plan(recipe, results_root, tasks)
     estimates = None
     if not args.no_lengths:
-        estimates = _estimates(recipe, plans, tasks, args)
+        try:
+            estimates = _estimates(recipe, plans, tasks, args)
+        except (OSError, HarnessError) as exc:  # a Hub tokenizer or task offline: the rest still runs
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            print(f"warning: token lengths and compute estimates skipped (a tokenizer or task could not be "
+                  f"loaded here: {why})", file=sys.stderr)
     if args.dry_run:
         print(dry_run_text(recipe, plans))
         if args.eval_shards > 1:

@@ -73,7 +73,9 @@ def test_cockpit_outputs_of_one_ablate(tmp_path: Path, fresh_cache: Path, capsys
     assert "## Estimate vs actual" in report and "calibrated here" in report
 
     # the train stage's own card (no scores) loads, and so does the folder
-    checkpoint = Path(run["checkpoint"])
+    from harness.paths import cache_root
+
+    checkpoint = cache_root() / run["checkpoint"]
     stage_card = ModelCard.load(checkpoint / "README.md")
     assert stage_card.data.library_name == "sentence-transformers" and "harness" in stage_card.data.tags
     assert "## Training data" in stage_card.text and stage_card.data.eval_results is None

@@ -123,10 +123,13 @@ def export_model(seed_dir: Path, out: Path) -> Path:
     run_file = seed_dir / "run.json"
     if not run_file.is_file():
         raise HarnessError(f"{run_file}: missing; `export model` takes a results/<recipe>/<variant>/seed-N folder")
-    checkpoint = Path(json.loads(run_file.read_text(encoding="utf-8"))["checkpoint"])
+    from harness.paths import cache_root
+
+    # run.json records the checkpoint relative to the cache root (older runs: an absolute path)
+    checkpoint = cache_root() / json.loads(run_file.read_text(encoding="utf-8"))["checkpoint"]
     if not (checkpoint / "config.json").is_file():
-        raise HarnessError(f"{seed_dir}: its checkpoint {checkpoint} is not in the cache any more; re-run the "
-                           f"recipe's ablate command to train it again")
+        raise HarnessError(f"{seed_dir}: its checkpoint {checkpoint} is not in this cache ($HARNESS_CACHE); re-run "
+                           f"the recipe's ablate command to train it again")
     text = full_card(seed_dir)  # before copying: a bad results folder writes nothing
     if out.exists() and any(out.iterdir()):
         raise HarnessError(f"{out}: exists and is not empty; choose a new folder")

@@ -212,6 +212,16 @@ def memory_mb(device: Any) -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, 1)
 
 
+
+# Fields of a train_log.jsonl entry that measure the machine, not the run: they differ between two
+# runs of the same seed (compare runs on `deterministic_fields` only).
+MEASURED_FIELDS = ("examples_per_second", "tokens_per_second", "memory_mb")
+
+
+def deterministic_fields(entry: dict[str, Any]) -> dict[str, Any]:
+    """A log entry without its wall-clock and memory measurements."""
+    return {k: v for k, v in entry.items() if k not in MEASURED_FIELDS}
+
 class StepMeter:
     """Counts examples and tokens between log points and writes one log entry per point, to the
     local log and every tracker (rank 0 only; examples and tokens are this rank's x world size)."""

@@ -150,6 +150,41 @@ def estimate(config: VariantConfig, lengths: dict[str, Any], *, rows: int | None
 
 def calibrate(config: VariantConfig, query_tokens: float, passage_tokens: float,
               negatives: int) -> tuple[float, float]:
+    """`measure_throughput`, cached per machine (like the bf16 calibration): a throughput is a fact
+    of this machine and this model shape, so a rerun, another recipe with the same model and
+    lengths, or a test session's next ablate does not pay for the probe steps again."""
+    import json
+
+    import torch
+
+    from harness import atomic
+    from harness.devices import cpu_capability, cpu_model
+    from harness.hashing import content_hash
+    from harness.paths import machine_cache_root
+
+    shape = {"model": config.model.model_dump(mode="json"),
+             "train": config.train.model_dump(mode="json", include={"batch_size", "lora", "bf16", "device",
+                                                                    "gradient_checkpointing", "grad_cache",
+                                                                    "matryoshka", "hard_negative_mixing"}),
+             "lengths": [round(query_tokens), round(passage_tokens), negatives],
+             "machine": [cpu_model(), cpu_capability(), torch.__version__, torch.cuda.device_count()],
+             "steps": CALIBRATION_STEPS, "v": 1}
+    path = machine_cache_root() / "throughput" / f"{content_hash(shape)}.json"
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        return float(cached["tokens_per_second"]), float(cached["warmup_seconds"])
+    except (OSError, ValueError, KeyError):
+        pass
+    rate, warmup = measure_throughput(config, query_tokens, passage_tokens, negatives)
+    try:
+        atomic.write_json(path, {"tokens_per_second": rate, "warmup_seconds": warmup})
+    except OSError:
+        pass  # a read-only machine cache only costs a re-measurement next time
+    return rate, warmup
+
+
+def measure_throughput(config: VariantConfig, query_tokens: float, passage_tokens: float,
+                       negatives: int) -> tuple[float, float]:
     """(training tokens/s, warm-up seconds) of this variant on this machine: CALIBRATION_STEPS real
     steps on synthetic rows of the measured lengths; the rate of all but the first step, and how
     much longer the first (warm-up) step took than the others."""

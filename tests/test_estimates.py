@@ -72,3 +72,27 @@ def test_calibrated_time_within_2x_of_the_actual_run(tmp_path) -> None:  # noqa:
     _, summary = train(config, rows, tmp_path / "m", show_progress=False)
     ratio = summary["train_seconds"] / e.train_seconds
     assert 0.5 <= ratio <= 2.0, (summary["train_seconds"], e.train_seconds, rate, warmup)
+
+
+@pytest.mark.slow
+def test_a_throughput_is_measured_once_per_machine_and_shape(monkeypatch, tmp_path) -> None:  # noqa: ANN001
+    """The probe's real steps run once; the same model shape and lengths read the machine cache after,
+    another shape is measured anew."""
+    from harness import estimates
+
+    monkeypatch.setenv("HARNESS_MACHINE_CACHE", str(tmp_path / "machine"))
+    config = VariantConfig.model_validate({"model": {"backbone": "tiny-qwen2"},
+                                           "train": {"batch_size": 4, "bf16": False}})
+    rate, warmup = estimates.calibrate(config, 12.0, 24.0, 1)  # real steps of tiny-qwen2
+    assert rate > 0 and warmup >= 0
+    assert len(list((tmp_path / "machine" / "throughput").glob("*.json"))) == 1
+
+    def measured_again(*args):  # noqa: ANN002, ANN202
+        raise AssertionError("the cached throughput was measured again")
+
+    monkeypatch.setattr(estimates, "measure_throughput", measured_again)
+    assert estimates.calibrate(config, 12.0, 24.0, 1) == (rate, warmup)
+    other = config.model_copy(deep=True)
+    other.train.batch_size = 8
+    with pytest.raises(AssertionError, match="measured again"):
+        estimates.calibrate(other, 12.0, 24.0, 1)

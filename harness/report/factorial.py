@@ -30,6 +30,7 @@ import numpy as np
 
 from harness.report import families
 from harness.report.paired import compare_units
+from harness.report.results import config_value
 from harness.report.seeds import contrast_test
 
 MEAN_TASK = "Mean(Task)"
@@ -60,15 +61,6 @@ def _label(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def _get(config: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def find_grid(configs: Mapping[str, Mapping[str, Any]], control: str) -> Grid | str | None:
     """The grid in a recipe's variant configs; None for a one-way recipe, a reason if the grid is incomplete.
 
@@ -86,7 +78,7 @@ def find_grid(configs: Mapping[str, Mapping[str, Any]], control: str) -> Grid | 
             by_keys.setdefault(tuple(sorted(o)), {})[variant] = o
     best: Grid | str | None = None
     for axis_names, members in sorted(by_keys.items(), key=lambda item: -len(item[1])):
-        levels: dict[str, list[str]] = {a: [_label(_get(base, a))] for a in axis_names}
+        levels: dict[str, list[str]] = {a: [_label(config_value(base, a))] for a in axis_names}
         cells: dict[tuple[str, ...], str] = {tuple(levels[a][0] for a in axis_names): control}
         for variant, o in sorted(members.items()):
             key = tuple(_label(o[a]) for a in axis_names)

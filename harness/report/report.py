@@ -23,7 +23,7 @@ from harness.report.cockpit import cockpit_sections
 from harness.report.factorial_section import factorial_lines
 from harness.report.paired import paired_bootstrap_ci
 from harness.report.plots import axis_plot, delta_heatmap
-from harness.report.results import duplicate_variants, scan, skipped_markdown
+from harness.report.results import config_value, duplicate_variants, scan, skipped_markdown
 from harness.report.significance import RecipeData, TaskArms, TaskComparison, compare_recipe, load_recipe
 from harness.report.tables import comparison_markdown, control_first, variant_task_means
 
@@ -51,15 +51,6 @@ def _p_floor(value: float) -> str:
 
 def _md(rows: list[list[Any]], headers: list[str]) -> str:
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
-
-
-def _base_value(config: dict[str, Any], dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def _unit_means(data: RecipeData) -> pd.DataFrame:
@@ -257,7 +248,7 @@ def _plots(data: RecipeData, order: list[str]) -> list[str]:
     base_config = overrides.get(CONTROL_NAME, {}).get("config", {})
     axes = sorted({k for v in overrides.values() for k in v["overrides"]})
     for axis in axes:
-        arms = [(CONTROL_NAME, _base_value(base_config, axis))]
+        arms = [(CONTROL_NAME, config_value(base_config, axis))]
         arms += [(v, o["overrides"][axis]) for v, o in sorted(overrides.items())
                  if list(o["overrides"]) == [axis]]
         if len(arms) < 2 or unit_means.empty:

@@ -200,3 +200,15 @@ def skipped_markdown(skipped: list[Skipped], root: Path) -> list[str]:
             shown = item.path
         lines.append(f"- `{shown}`: {item.reason}")
     return [*lines, ""]
+
+
+def config_value(config: Any, dotted: str) -> Any:
+    """The value at a dotted path (an ablation axis) of a published variant config; None where absent."""
+    from collections.abc import Mapping
+
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node

@@ -269,3 +269,38 @@ def test_training_with_terms_trains_what_the_loss_without_them_trained(tmp_path:
     for name in files:
         a, b = load_file(next((tmp_path / "terms").rglob(name))), load_file(next((tmp_path / "reference").rglob(name)))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+# ----------------------------------------------------------------------------- the report's curves
+
+
+def _write_logs(recipe_dir: Path, with_terms: bool) -> None:
+    import json
+
+    for variant in ("base", "mrl"):
+        for seed in (0, 1):
+            entries = []
+            for step in (1, 2, 3):
+                e = {"step": step, "loss": 2.0 / step + seed * 0.01, "lr": 1e-3, "examples_per_second": 10.0}
+                if with_terms and variant == "mrl":
+                    e |= {"loss/mrl_64": 1.5 / step, "loss/mrl_8": 2.5 / step, "loss/infonce": 2.2 / step,
+                          "loss/focal": e["loss"]}
+                entries.append(e)
+            folder = recipe_dir / variant / f"seed-{seed}"
+            folder.mkdir(parents=True)
+            (folder / "train_log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+
+
+@pytest.mark.parametrize("with_terms", [True, False])
+def test_curves_draw_the_terms_only_when_a_log_has_them(tmp_path: Path, with_terms: bool) -> None:
+    from harness.report.curves import FIGURE, curves_markdown, load_logs, term_columns
+
+    _write_logs(tmp_path, with_terms)
+    logs = load_logs(tmp_path)
+    assert term_columns(logs) == (["loss/mrl_64", "loss/mrl_8", "loss/infonce"] if with_terms else [])
+    if with_terms:  # the arm without terms has none; the other's values are read as written
+        assert logs[logs["variant"] == "base"]["loss/mrl_64"].isna().all()
+        assert logs[(logs["variant"] == "mrl") & (logs["step"] == 2)]["loss/mrl_8"].tolist() == [1.25, 1.25]
+    lines = curves_markdown(tmp_path)
+    assert (tmp_path / "plots" / FIGURE).stat().st_size > 1000
+    assert any("Matryoshka prefix" in line for line in lines) == with_terms

@@ -21,7 +21,14 @@ import torch.nn.functional as F
 from harness.config import TrainConfig, VariantConfig
 from harness.data.mix import build_mix
 from harness.train.distributed import World, mean_over_ranks, means_over_ranks
-from harness.train.loss import LossTerms, Mixing, draw_mixing, loss_terms, matryoshka_info_nce, own_negatives
+from harness.train.loss import (
+    LossTerms,
+    Mixing,
+    draw_mixing,
+    loss_terms,
+    matryoshka_info_nce,
+    own_negatives,
+)
 from harness.train.step import TrainStep
 
 from .test_train import _free_port
@@ -69,11 +76,11 @@ def _reference(q: torch.Tensor, p: torch.Tensor, t: torch.Tensor, tau: float, di
 
 
 CASES = {
-    "plain": dict(dims=None, weights=None, gamma=0.0),
-    "focal": dict(dims=None, weights=None, gamma=2.0),
-    "matryoshka": dict(dims=DIMS, weights=WEIGHTS, gamma=0.0),
-    "matryoshka-unweighted": dict(dims=DIMS, weights=None, gamma=0.0),
-    "focal-matryoshka": dict(dims=DIMS, weights=WEIGHTS, gamma=0.5),
+    "plain": {"dims": None, "weights": None, "gamma": 0.0},
+    "focal": {"dims": None, "weights": None, "gamma": 2.0},
+    "matryoshka": {"dims": DIMS, "weights": WEIGHTS, "gamma": 0.0},
+    "matryoshka-unweighted": {"dims": DIMS, "weights": None, "gamma": 0.0},
+    "focal-matryoshka": {"dims": DIMS, "weights": WEIGHTS, "gamma": 0.5},
 }
 
 

@@ -13,7 +13,8 @@ import torch.distributed as dist
 # the world helpers live below train (data build and teacher passes shard by rank too); re-exported here
 from harness.distributed import World, barrier, init_from_env
 
-__all__ = ["World", "average_gradients", "barrier", "gather_with_grad", "init_from_env", "mean_over_ranks"]
+__all__ = ["World", "average_gradients", "barrier", "gather_with_grad", "init_from_env", "mean_over_ranks",
+           "means_over_ranks"]
 
 
 def gather_with_grad(tensor: torch.Tensor, world: World) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -62,3 +63,16 @@ def mean_over_ranks(value: float, world: World, device: torch.device | None = No
     tensor = torch.tensor(value, dtype=torch.float64).to(device if device is not None else "cpu")
     dist.all_reduce(tensor)
     return float(tensor) / world.size
+
+
+def means_over_ranks(values: dict[str, torch.Tensor], world: World,
+                     device: torch.device | None = None) -> dict[str, float]:
+    """`mean_over_ranks` of several per-rank scalars in one all-reduce (the loss's logged terms)."""
+    if not values:
+        return {}
+    stacked = torch.stack([v.detach().to(torch.float64).reshape(()) for v in values.values()])
+    if world.distributed:
+        stacked = stacked.to(device if device is not None else "cpu")
+        dist.all_reduce(stacked)
+        stacked = stacked / world.size
+    return dict(zip(values, stacked.tolist(), strict=True))

@@ -28,7 +28,7 @@ from harness.devices import Precision, resolve_device, resolve_precision
 from harness.errors import HarnessError
 from harness.model import Embedder, format_query
 from harness.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from harness.train.distributed import World, mean_over_ranks
+from harness.train.distributed import World, mean_over_ranks, means_over_ranks
 from harness.train.replicas import broadcast_from_main
 from harness.train.rng import gather_states, seed_for_model, seed_for_rank
 from harness.train.step import TrainStep
@@ -177,7 +177,8 @@ def train(
         step_loss = mean_over_ranks(float(torch.stack(losses).sum()), world, device)
         bar.set_postfix(loss=f"{step_loss:.4f}")
         if step % tc.log_every == 0 or step == steps:
-            log.append(meter.entry(step, step_loss, scheduler.get_last_lr()[0], step_fn.grad_norm))
+            terms = means_over_ranks(step_fn.terms, world, device)  # Matryoshka / focal terms, like the loss
+            log.append(meter.entry(step, step_loss, scheduler.get_last_lr()[0], step_fn.grad_norm, terms))
         if work_dir is not None and tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < steps:
             rng_states = gather_states(world, device)  # every rank's stream, into rank 0's one file
             if world.is_main:

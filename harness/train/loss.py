@@ -146,10 +146,37 @@ def focal_weights(per_row: torch.Tensor, gamma: float) -> torch.Tensor:
     return one_minus_p.pow(gamma)
 
 
+@dataclass(frozen=True)
+class LossTerms:
+    """A loss value and the parts it is made of, for the log (detached: they carry no graph).
+
+    `parts` keys, present only where the config has them (plain InfoNCE has none):
+    - `mrl_<d>`: the InfoNCE term of the first d dimensions, weight-free (the total is
+      Σ_d w_d · mrl_d), in its focal form when focal re-weighting is on;
+    - `infonce` and `focal` (focal re-weighting only): the plain InfoNCE, mean -log p_i over rows,
+      that γ = 0 would give, and the focal value, the mean of (1 - p_i)^γ · -log p_i, which is the
+      total; under Matryoshka both are the w_d-weighted sums over prefixes.
+    The parts are values the loss computes anyway: no extra forward pass, and the total is the
+    same tensor, with the same graph, that `matryoshka_info_nce` returns.
+    """
+
+    total: torch.Tensor
+    parts: dict[str, torch.Tensor]
+
+
 def info_nce(queries: torch.Tensor, passages: torch.Tensor, targets: torch.Tensor, temperature: float,
              passage_mask: torch.Tensor | None = None, *, focal_gamma: float = 0.0,
              mixing: Mixing | None = None, row_negatives: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy of each query against every passage in the (possibly gathered) batch.
+    """Cross-entropy of each query against every passage in the batch (`_info_nce`'s loss)."""
+    return _info_nce(queries, passages, targets, temperature, passage_mask, focal_gamma=focal_gamma,
+                     mixing=mixing, row_negatives=row_negatives)[0]
+
+
+def _info_nce(queries: torch.Tensor, passages: torch.Tensor, targets: torch.Tensor, temperature: float,
+              passage_mask: torch.Tensor | None = None, *, focal_gamma: float = 0.0,
+              mixing: Mixing | None = None,
+              row_negatives: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(loss, plain InfoNCE detached when focal re-weighting is on, else None). Cross-entropy of each query against every passage in the (possibly gathered) batch.
 
     `passages` holds every row's positive and hard negatives; `targets[i]` is the index of
     query i's positive, so all other passages act as negatives. `passage_mask` (bool, False =
@@ -167,9 +194,9 @@ def info_nce(queries: torch.Tensor, passages: torch.Tensor, targets: torch.Tenso
         extra = torch.einsum("rd,rsd->rs", queries, synthetic) / temperature
         logits = torch.cat([logits, extra.masked_fill(~valid, torch.finfo(logits.dtype).min)], dim=1)
     if not focal_gamma:
-        return F.cross_entropy(logits, targets)
+        return F.cross_entropy(logits, targets), None
     per_row = F.cross_entropy(logits, targets, reduction="none")
-    return (focal_weights(per_row, focal_gamma) * per_row).mean()
+    return (focal_weights(per_row, focal_gamma) * per_row).mean(), per_row.detach().mean()
 
 
 def matryoshka_info_nce(queries: torch.Tensor, passages: torch.Tensor, targets: torch.Tensor, temperature: float,
@@ -177,17 +204,38 @@ def matryoshka_info_nce(queries: torch.Tensor, passages: torch.Tensor, targets: 
                         passage_mask: torch.Tensor | None = None, *, focal_gamma: float = 0.0,
                         mixing: Mixing | None = None) -> torch.Tensor:
     """Σ_d w_d · InfoNCE on the first d dimensions, re-normalised (plain InfoNCE without dims)."""
+    return loss_terms(queries, passages, targets, temperature, dims, weights, passage_mask,
+                      focal_gamma=focal_gamma, mixing=mixing).total
+
+
+def loss_terms(queries: torch.Tensor, passages: torch.Tensor, targets: torch.Tensor, temperature: float,
+               dims: Sequence[int] | None = None, weights: Sequence[float] | None = None,
+               passage_mask: torch.Tensor | None = None, *, focal_gamma: float = 0.0,
+               mixing: Mixing | None = None) -> LossTerms:
+    """`matryoshka_info_nce` with the terms it sums (LossTerms)."""
+    parts: dict[str, torch.Tensor] = {}
     if not dims:
-        return info_nce(queries, passages, targets, temperature, passage_mask, focal_gamma=focal_gamma, mixing=mixing)
+        total, plain = _info_nce(queries, passages, targets, temperature, passage_mask, focal_gamma=focal_gamma,
+                                 mixing=mixing)
+        if plain is not None:
+            parts = {"infonce": plain, "focal": total.detach()}
+        return LossTerms(total, parts)
     weights = weights or [1.0] * len(dims)
     # Each row's negatives are gathered once; a prefix of a gathered vector is the gathered prefix.
     mixed = mixing is not None and mixing.draw.count > 0 and mixing.negatives.shape[1] > 0
     negatives = _row_negatives(passages, mixing)[0] if mixed else None  # type: ignore[arg-type]
     total = queries.new_zeros(())
+    plain_sum = None
     for dim, weight in zip(dims, weights, strict=True):
         q = F.normalize(queries[:, :dim], dim=-1)
         p = F.normalize(passages[:, :dim], dim=-1)
         row_negatives = F.normalize(negatives[..., :dim], dim=-1) if negatives is not None else None
-        total = total + weight * info_nce(q, p, targets, temperature, passage_mask, focal_gamma=focal_gamma,
-                                          mixing=mixing, row_negatives=row_negatives)
-    return total
+        term, plain = _info_nce(q, p, targets, temperature, passage_mask, focal_gamma=focal_gamma,
+                                mixing=mixing, row_negatives=row_negatives)
+        total = total + weight * term
+        parts[f"mrl_{dim}"] = term.detach()
+        if plain is not None:
+            plain_sum = weight * plain if plain_sum is None else plain_sum + weight * plain
+    if plain_sum is not None:
+        parts.update(infonce=plain_sum, focal=total.detach())
+    return LossTerms(total, parts)

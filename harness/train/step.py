@@ -18,7 +18,7 @@ from harness.devices import autocast
 from harness.model import Embedder
 from harness.train.distributed import World, average_gradients, gather_with_grad
 from harness.train.gradcache import cached_backward
-from harness.train.loss import Mixing, draw_mixing, matryoshka_info_nce, own_negatives
+from harness.train.loss import Mixing, draw_mixing, loss_terms, own_negatives
 
 
 class TrainStep:
@@ -31,6 +31,11 @@ class TrainStep:
         self.dims = tc.matryoshka.dims if tc.matryoshka else None
         self.weights = tc.matryoshka.weights if tc.matryoshka else None
         self.calls = 0  # micro-steps run: the mixing seed when the caller gives no index
+        # the loss's Matryoshka / focal terms (LossTerms.parts): the last loss() call's, their sum over
+        # this step's micro-batches (scaled like the loss), and the last finished step's, for the log
+        self.last_terms: dict[str, torch.Tensor] = {}
+        self._step_terms: dict[str, torch.Tensor] = {}
+        self.terms: dict[str, torch.Tensor] = {}
 
     def embed(self, texts: list[str], max_length: int) -> torch.Tensor:
         with autocast(self.model.device, self.bf16):
@@ -39,13 +44,15 @@ class TrainStep:
     def loss(self, q: torch.Tensor, p: torch.Tensor, targets: Sequence[int], index: int = 0) -> torch.Tensor:
         """InfoNCE of this rank's queries against every rank's passages (gathered with gradients),
         with focal re-weighting and hard-negative mixing when the config asks; `index` is the
-        micro-step, the seed of the mixing draw."""
+        micro-step, the seed of the mixing draw. Keeps the loss's terms in `last_terms`."""
         gathered, mask, offset = gather_with_grad(p, self.world)
         # Built on the CPU and moved: one small copy, and the same code path on every device.
         target = torch.tensor(list(targets), dtype=torch.long).to(q.device) + offset
         mixing = self.mixing(targets, p.size(0), offset, index, q.device)
-        return matryoshka_info_nce(q, gathered, target, self.tc.temperature, self.dims, self.weights, mask,
-                                   focal_gamma=self.tc.focal_gamma, mixing=mixing)
+        out = loss_terms(q, gathered, target, self.tc.temperature, self.dims, self.weights, mask,
+                         focal_gamma=self.tc.focal_gamma, mixing=mixing)
+        self.last_terms = out.parts
+        return out.total
 
     def mixing(self, targets: Sequence[int], n_passages: int, offset: int, index: int,
                device: torch.device) -> Mixing | None:
@@ -75,10 +82,13 @@ class TrainStep:
         self.calls += 1
         scale = self.tc.gradient_accumulation
         if self.tc.grad_cache:
-            return cached_backward(self.embed, queries, passages, self.lengths,
+            loss = cached_backward(self.embed, queries, passages, self.lengths,
                                    lambda q, p: self.loss(q, p, targets, index) / scale, self.tc.grad_cache_chunk)
-        loss = self.forward_loss(queries, passages, targets, index) / scale
-        loss.backward()
+        else:
+            loss = self.forward_loss(queries, passages, targets, index) / scale
+            loss.backward()
+        for key, value in self.last_terms.items():  # summed over micro-batches like the loss
+            self._step_terms[key] = self._step_terms.get(key, 0.0) + value / scale
         return loss.detach()
 
     def finish(self) -> None:
@@ -89,3 +99,4 @@ class TrainStep:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.terms, self._step_terms = self._step_terms, {}

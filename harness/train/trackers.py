@@ -1,9 +1,10 @@
 """Experiment trackers (`train.report_to`) and the per-interval training meter behind the local log.
 
-Every `log_every` steps the loop records loss, lr, the pre-clip gradient norm, examples/s and
-tokens/s over the interval, and device memory, into the always-written `train_log.jsonl` and into
-each tracker named in `train.report_to`: tensorboard, wandb, mlflow, trackio (each an optional
-extra: `pip install 'harness[tensorboard]'`). One tracker run per (variant, seed), named
+Every `log_every` steps the loop records loss (and, where the loss has them, its Matryoshka terms
+`loss/mrl_<d>` and focal terms `loss/infonce`, `loss/focal`: harness.train.loss.LossTerms), lr, the
+pre-clip gradient norm, examples/s and tokens/s over the interval, and device memory, into the
+always-written `train_log.jsonl` and into each tracker named in `train.report_to`: tensorboard,
+wandb, mlflow, trackio (each an optional extra: `pip install 'harness[tensorboard]'`). One tracker run per (variant, seed), named
 `recipe/variant/seed-N` and grouped by recipe, with the resolved config and stage hashes attached;
 the eval scores are added when the run is published. A tracker that cannot start (package missing,
 no credentials, unreachable server) prints one warning line and training goes on without it.
@@ -240,11 +241,15 @@ class StepMeter:
             ids = self.tokenizer(texts, truncation=True, max_length=limit, add_special_tokens=True)["input_ids"]
             self.tokens += sum(len(i) for i in ids)
 
-    def entry(self, step: int, loss: float, lr: float, grad_norm: float | None) -> dict[str, Any]:
+    def entry(self, step: int, loss: float, lr: float, grad_norm: float | None,
+              terms: dict[str, float] | None = None) -> dict[str, Any]:
+        """One log entry; `terms` (the loss's Matryoshka / focal parts, harness.train.loss.LossTerms)
+        become `loss/<name>` keys beside `loss`, only those the loss has."""
         now = time.perf_counter()
         elapsed = max(now - self.since, 1e-9)
         size = getattr(self.world, "size", 1)
-        entry = {"step": step, "loss": round(loss, 6), "lr": lr,
+        entry = {"step": step, "loss": round(loss, 6),
+                 **{f"loss/{name}": round(value, 6) for name, value in (terms or {}).items()}, "lr": lr,
                  "grad_norm": None if grad_norm is None else round(grad_norm, 6),
                  "examples_per_second": round(self.examples * size / elapsed, 3),
                  "tokens_per_second": round(self.tokens * size / elapsed, 1),

@@ -243,6 +243,9 @@ class MatryoshkaConfig(_Strict):
             raise ValueError(f"matryoshka.weights has {len(self.weights)} values for {len(self.dims)} dims")
         if any(d < 1 for d in self.dims):
             raise ValueError("matryoshka.dims must be positive")
+        repeated = sorted({d for d in self.dims if self.dims.count(d) > 1})
+        if repeated:  # each size is one loss term (and one logged `loss/mrl_<d>`): a repeat only doubles its weight
+            raise ValueError(f"matryoshka.dims repeats {repeated}: give each size once (weight it with matryoshka.weights)")
         return self
 
 

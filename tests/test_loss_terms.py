@@ -311,3 +311,13 @@ def test_curves_draw_the_terms_only_when_a_log_has_them(tmp_path: Path, with_ter
     lines = curves_markdown(tmp_path)
     assert (tmp_path / "plots" / FIGURE).stat().st_size > 1000
     assert any("Matryoshka prefix" in line for line in lines) == with_terms
+
+
+def test_a_repeated_matryoshka_size_is_one_error_naming_it() -> None:
+    from pydantic import ValidationError
+
+    from harness.config import MatryoshkaConfig
+
+    with pytest.raises(ValidationError, match=r"repeats \[64\]"):
+        MatryoshkaConfig(dims=[64, 32, 64])
+    assert MatryoshkaConfig(dims=[64, 32]).dims == [64, 32]

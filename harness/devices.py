@@ -2,7 +2,8 @@
 
 - `resolve_device("auto")` is `cuda:LOCAL_RANK` under torchrun, `cuda` when a GPU is visible, else
   `cpu`. Every module that builds tensors asks the model for its device; nothing assumes the CPU.
-- `resolve_precision(setting, device)` decides bf16 autocast. `auto` means bf16 only where the device
+- `resolve_compute(device, bf16)` is the one entry point: the device and its `Precision`.
+- `resolve_precision(setting, device)` is its rule for bf16 autocast. `auto` means bf16 only where the device
   runs it natively — a CUDA GPU of compute capability >= 8.0 (Ampere on), a CPU that reports AVX512_BF16
   or AMX, or a CPU whose one-off calibration matmul shows bf16 no slower than float32 — and float32
   elsewhere: on an AVX2-only CPU bf16 is emulated and ~50x slower than float32. `true` forces bf16
@@ -193,6 +194,31 @@ def resolve_precision(setting: BF16Setting, device: torch.device) -> Precision:
     if not native:
         _warn_forced_bf16(device.type, why)
     return Precision(True, f"bf16: true (forced; {why})" if not native else f"bf16: true ({why})")
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where a stage computes and in which precision: the one answer to `device:` + `bf16:`."""
+
+    device: torch.device
+    precision: Precision
+
+    @property
+    def bf16(self) -> bool:
+        return self.precision.bf16
+
+    def describe(self) -> str:
+        return describe(self.device, self.precision)
+
+
+def resolve_compute(device: str | torch.device = "auto", bf16: BF16Setting = "auto") -> Compute:
+    """The device (`auto`: see resolve_device; a torch.device is taken as is) and the precision
+    `bf16` resolves to on it. Every stage, command and benchmark asks this function, so a setting
+    resolves the same way everywhere on one machine."""
+    import torch
+
+    where = device if isinstance(device, torch.device) else resolve_device(device)
+    return Compute(where, resolve_precision(bf16, where))
 
 
 @functools.lru_cache(maxsize=None)

@@ -144,8 +144,8 @@ def test_calibration_is_measured_once_per_machine(monkeypatch: pytest.MonkeyPatc
     files[0].write_text(json.dumps({**first, "bf16_slowdown": 123.0}))  # read back, not re-measured
     assert cpu_calibration.cpu_bf16_calibration(*here)["bf16_slowdown"] == 123.0
     monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2"})  # no bf16 flags: devices asks the calibration
-    assert devices.cpu_bf16_native() == (False, f"bf16 is emulated on this CPU ({here[1]}): calibration matmul "
-                                                "123.0x slower than float32")
+    expected = f"bf16 is emulated on this CPU ({here[1]}): calibration matmul 123.0x slower than float32"
+    assert devices.cpu_bf16_native() == (False, expected)
 
 
 def test_calibration_leaves_torchs_thread_count_as_it_was(calibration: None) -> None:

@@ -63,7 +63,7 @@ def time_matmuls(size: int, rounds: int) -> tuple[float, float]:
     return best[torch.float32], best[torch.bfloat16]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_bf16_calibration(cpu: str, capability: str) -> dict[str, Any]:
     """bf16 vs float32 matmul speed on this CPU (`cpu`, `capability` from harness.devices), measured
     once per machine and cached on disk."""

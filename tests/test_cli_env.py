@@ -20,7 +20,7 @@ def test_a_command_leaves_the_environment_as_it_found_it(argv: list[str], monkey
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MTEB_CACHE", "/user/own/mteb")
     seen: dict[str, str | None] = {}
-    import harness.cli.commands as commands
+    from harness.cli import commands
 
     real = commands.cmd_tasks if argv[0] == "tasks" else None
     if real is not None:  # look inside the command: the variables are set while it runs

@@ -21,5 +21,5 @@ def test_github_markdown_with_cells_as_given_unless_numbers_are_parsed() -> None
 def test_no_other_module_calls_tabulate() -> None:
     users = sorted(str(path.relative_to(HARNESS)) for path in HARNESS.rglob("*.py")
                    if path.name != "text_table.py" and re.search(r"^\s*(from tabulate|import tabulate)",
-                                                                  path.read_text(encoding="utf-8"), re.M))
+                                                                  path.read_text(encoding="utf-8"), re.MULTILINE))
     assert users == []

@@ -299,10 +299,10 @@ def bench_qwen_mfu(args: argparse.Namespace) -> None:
     from harness.backbones import Backbone
     from harness.backbones.qwen_tokenizer import qwen2_tokenizer
     from harness.config import ModelConfig, TrainConfig
-    from harness.devices import cpu_capability, resolve_precision
+    from harness.devices import cpu_capability, resolve_compute
     from harness.model import Embedder
 
-    precision = resolve_precision("auto", torch.device("cpu"))
+    precision = resolve_compute("cpu", "auto").precision
     print(f"CPU capability {cpu_capability()}; {precision.reason}")
     sizes = tuple(int(s) for s in args.peak_sizes.split(","))
     peak_dtype = torch.bfloat16 if precision.bf16 else torch.float32

@@ -26,15 +26,15 @@ def main() -> int:
     import harness.train.loop as loop
     from harness.cli import load_variant_config
     from harness.data.mix import build_mix
-    from harness.devices import cpu_capability, resolve_device, resolve_precision
+    from harness.devices import cpu_capability, resolve_compute
     from harness.train.distributed import init_from_env
     from harness.train.replicas import max_replica_difference
 
     config = load_variant_config(Path(sys.argv[1]))
     steps = int(sys.argv[2])
-    device = resolve_device(config.train.device)
+    compute = resolve_compute(config.train.device, config.train.bf16)
+    device, precision = compute.device, compute.precision
     world = init_from_env(device)
-    precision = resolve_precision(config.train.bf16, device)
     built: dict[str, Any] = {}
     prepare = loop._prepare_model
     loop._prepare_model = lambda c: built.setdefault("model", prepare(c))  # keep the model train() builds

@@ -105,7 +105,7 @@ def main() -> int:
 
     import torch
 
-    from harness.devices import cpu_capability, resolve_device, resolve_precision
+    from harness.devices import cpu_capability, resolve_compute
 
     # ---------------------------------------------------------------- 1. torch and the device
     print(f"torch {torch.__version__}; CUDA build {torch.version.cuda}; CPU capability {cpu_capability()}")
@@ -114,12 +114,12 @@ def main() -> int:
               torch.cuda.get_device_name(0) if torch.cuda.is_available() else "torch.cuda.is_available() is False")
         if not torch.cuda.is_available():
             return 1
-    device = torch.device("cpu") if args.cpu else resolve_device("auto")
-    precision = resolve_precision("auto", device)
+    compute = resolve_compute("cpu" if args.cpu else "auto", "auto")
+    device, precision = compute.device, compute.precision
     print(f"device {device}; bf16: auto -> {precision.name} ({precision.reason})")
     if not args.cpu:  # 5. every visible GPU: a mixed node must resolve per device
         for index in range(torch.cuda.device_count()):
-            print(f"  cuda:{index}: bf16: auto -> {resolve_precision('auto', torch.device('cuda', index)).reason}")
+            print(f"  cuda:{index}: bf16: auto -> {resolve_compute(f'cuda:{index}', 'auto').precision.reason}")
 
     # ---------------------------------------------------------------- 2. model, data, training
     tiny = args.tiny

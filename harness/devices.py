@@ -2,12 +2,13 @@
 
 - `resolve_device("auto")` is `cuda:LOCAL_RANK` under torchrun, `cuda` when a GPU is visible, else
   `cpu`. Every module that builds tensors asks the model for its device; nothing assumes the CPU.
-- `resolve_precision(setting, device)` decides bf16 autocast. `auto` means bf16 only where the device
+- `resolve_compute(device, bf16)` is the one entry point: the device and its `Precision`.
+- `resolve_precision(setting, device)` is its rule for bf16 autocast. `auto` means bf16 only where the device
   runs it natively — a CUDA GPU of compute capability >= 8.0 (Ampere on), a CPU that reports AVX512_BF16
   or AMX, or a CPU whose one-off calibration matmul shows bf16 no slower than float32 — and float32
   elsewhere: on an AVX2-only CPU bf16 is emulated and ~50x slower than float32. `true` forces bf16
-  with one warning that quotes the measured slowdown. The calibration is cached per machine (CPU
-  model, torch version) in the cache folder, so it runs once.
+  with one warning that quotes the measured slowdown. The calibration (harness.calibration) is cached
+  per machine (CPU model, torch version) in the machine cache, so it runs once.
 
 Master weights are always float32; bf16 only ever enters through autocast (harness.model, the
 training loop), so AdamW's small updates are not rounded away.
@@ -19,7 +20,6 @@ import functools
 import os
 import platform
 import re
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +39,6 @@ NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 # with native bf16). Values: torch capability names; AVX512_BF16 and AMX mean native bf16.
 SIMULATED_CPU_ENV = "HARNESS_SIMULATE_CPU"
 SIMULATED_NATIVE_BF16 = ("AVX512_BF16", "AMX")
-CALIBRATION_VERSION = 2
-_CALIBRATION_SIZE = 256  # 33 MFLOP per matmul: ~3 ms in float32, ~0.2 s where bf16 is emulated
-_CALIBRATION_ROUNDS = 3
 
 
 def local_rank() -> int | None:
@@ -137,83 +134,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _calibration_file() -> Path:
-    """Per machine (CPU model, vector ISA, torch version), shared by every cache folder on it."""
-    import torch
-
-    from harness.hashing import content_hash
-    from harness.paths import machine_cache_root
-
-    machine = content_hash({"cpu": cpu_model(), "capability": cpu_capability(), "torch": torch.__version__,
-                            "v": CALIBRATION_VERSION})
-    return machine_cache_root() / f"cpu-bf16-{machine}.json"
-
-
-def _time_matmuls(size: int, rounds: int) -> tuple[float, float]:
-    """Best float32 and bf16 times of a size x size matmul, on one thread, interleaved.
-
-    One thread: on a busy 2-core machine two-thread kernels stall on each other and the timing says
-    more about the neighbours than the ISA. Interleaving: both dtypes see the same load. float32 gets
-    more tries (it is cheap), so its best is close to the machine's real speed.
-    """
-    import torch
-
-    generator = torch.Generator().manual_seed(0)
-    a32 = torch.randn(size, size, generator=generator)
-    b32 = torch.randn(size, size, generator=generator)
-    a16, b16 = a32.to(torch.bfloat16), b32.to(torch.bfloat16)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    best = {torch.float32: float("inf"), torch.bfloat16: float("inf")}
-    try:
-        with torch.inference_mode():
-            a32 @ b32, a16 @ b16  # warm-up: first calls pay for kernel selection
-            for _ in range(rounds):
-                for _ in range(3):
-                    start = time.perf_counter()
-                    a32 @ b32
-                    best[torch.float32] = min(best[torch.float32], time.perf_counter() - start)
-                start = time.perf_counter()
-                a16 @ b16
-                best[torch.bfloat16] = min(best[torch.bfloat16], time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(threads)
-    return best[torch.float32], best[torch.bfloat16]
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_bf16_calibration() -> dict[str, Any]:
-    """bf16 vs float32 matmul speed on this CPU, measured once per machine and cached on disk."""
-    import json
-
-    import torch
-
-    from harness import atomic
-
-    path = _calibration_file()
-    if path.is_file():
-        try:
-            return dict(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            pass  # unreadable: measure again
-    flops = 2 * _CALIBRATION_SIZE**3
-    fp32, bf16 = _time_matmuls(_CALIBRATION_SIZE, _CALIBRATION_ROUNDS)
-    result = {
-        "cpu": cpu_model(),
-        "capability": cpu_capability(),
-        "torch": torch.__version__,
-        "matmul": f"{_CALIBRATION_SIZE}x{_CALIBRATION_SIZE}, 1 thread",
-        "fp32_gflops": round(flops / fp32 / 1e9, 2),
-        "bf16_gflops": round(flops / bf16 / 1e9, 2),
-        "bf16_slowdown": round(bf16 / fp32, 2),
-    }
-    try:
-        atomic.write_json(path, result)
-    except OSError:
-        pass  # a read-only cache only costs a re-measurement next time
-    return result
-
-
 def cpu_bf16_native() -> tuple[bool, str]:
     """Does this CPU run bf16 matmuls natively? A simulated CPU, flags, then the cached calibration."""
     simulated = simulated_cpu()
@@ -223,7 +143,9 @@ def cpu_bf16_native() -> tuple[bool, str]:
     flags = cpu_flags() & set(NATIVE_BF16_CPU_FLAGS)
     if flags:
         return True, f"CPU has {', '.join(sorted(flags))}"
-    calibration = cpu_bf16_calibration()
+    from harness.calibration import cpu_bf16_calibration
+
+    calibration = cpu_bf16_calibration(cpu_model(), cpu_capability())
     slowdown = float(calibration["bf16_slowdown"])
     if slowdown <= 1.0:
         return True, f"calibration: bf16 matmul {1 / slowdown:.1f}x the float32 speed on this CPU"
@@ -272,6 +194,31 @@ def resolve_precision(setting: BF16Setting, device: torch.device) -> Precision:
     if not native:
         _warn_forced_bf16(device.type, why)
     return Precision(True, f"bf16: true (forced; {why})" if not native else f"bf16: true ({why})")
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where a stage computes and in which precision: the one answer to `device:` + `bf16:`."""
+
+    device: torch.device
+    precision: Precision
+
+    @property
+    def bf16(self) -> bool:
+        return self.precision.bf16
+
+    def describe(self) -> str:
+        return describe(self.device, self.precision)
+
+
+def resolve_compute(device: str | torch.device = "auto", bf16: BF16Setting = "auto") -> Compute:
+    """The device (`auto`: see resolve_device; a torch.device is taken as is) and the precision
+    `bf16` resolves to on it. Every stage, command and benchmark asks this function, so a setting
+    resolves the same way everywhere on one machine."""
+    import torch
+
+    where = device if isinstance(device, torch.device) else resolve_device(device)
+    return Compute(where, resolve_precision(bf16, where))
 
 
 @functools.lru_cache(maxsize=None)

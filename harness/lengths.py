@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -44,20 +45,34 @@ def tokenizer_spec(spec: str) -> str:
 def load_tokenizer(spec: str, trust_remote_code: bool = False) -> Any:
     """The tokenizer alone (no weights), as the backbone loader would configure it."""
     from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     from harness.backbones import resolve_path
 
-    hf_logging.set_verbosity_error()  # "sequence longer than the model max" is what we measure here
-    return AutoTokenizer.from_pretrained(resolve_path(tokenizer_spec(spec)), trust_remote_code=trust_remote_code)
+    with _transformers_errors_only():
+        return AutoTokenizer.from_pretrained(resolve_path(tokenizer_spec(spec)), trust_remote_code=trust_remote_code)
+
+
+@contextmanager
+def _transformers_errors_only() -> Iterator[None]:
+    """transformers logs errors only inside the block ("sequence longer than the model max" is what we
+    measure here), then its verbosity is what it was: a later training or eval still warns."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def token_counts(tokenizer: Any, texts: Sequence[str]) -> list[int]:
     """Tokens per text as the model gets them (special tokens included), untruncated."""
     counts: list[int] = []
-    for start in range(0, len(texts), 512):
-        batch = tokenizer(list(texts[start:start + 512]), add_special_tokens=True, truncation=False)
-        counts.extend(len(ids) for ids in batch["input_ids"])
+    with _transformers_errors_only():
+        for start in range(0, len(texts), 512):
+            batch = tokenizer(list(texts[start:start + 512]), add_special_tokens=True, truncation=False)
+            counts.extend(len(ids) for ids in batch["input_ids"])
     return counts
 
 

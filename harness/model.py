@@ -146,7 +146,7 @@ class Embedder(torch.nn.Module):
     ) -> np.ndarray:
         """Inference on the model's device: every text tokenised once, batched by token length
         (least padding), original order restored; bf16 autocast when `bf16` (resolve it with
-        harness.devices.resolve_precision: it only pays where the device runs bf16 natively).
+        harness.devices.resolve_compute: it only pays where the device runs bf16 natively).
 
         `replicas` (copies of this model on other GPUs, see `replicate`) make it data-parallel: the
         length-sorted batches are dealt round-robin to one thread per device (CUDA kernels release

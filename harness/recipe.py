@@ -25,10 +25,6 @@ from harness.hashing import content_hash
 from harness.paths import CONTROL_NAME, NAME_MAX, UNSAFE_CHAR, name_problem
 from harness.yamlio import pydantic_message, read_yaml
 
-# Private names kept for callers that predate harness.yamlio (cli.load_variant_config).
-_read_yaml = read_yaml
-_pydantic_message = pydantic_message
-
 # What a recipe's seed varies: the training run only (init of new heads, batch order, dropout), or
 # also the data stage (`data.seed`: per-source sampling, random hard-negative mining). See README.
 SeedScope = Literal["train", "train+data"]

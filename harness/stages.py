@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from harness.config import VariantConfig
 from harness.hashing import content_hash
@@ -79,9 +79,9 @@ def data_stage(config: VariantConfig) -> Stage:
 
 def precisions_to_try(setting: bool | str, device_spec: str) -> list[str]:
     """Precision names to look a stage up under: this machine's first; both when the recipe says auto."""
-    from harness.devices import resolve_device, resolve_precision
+    from harness.devices import resolve_compute
 
-    local = resolve_precision(setting, resolve_device(device_spec)).name  # type: ignore[arg-type]
+    local = resolve_compute(device_spec, setting).precision.name  # type: ignore[arg-type]
     if setting != "auto":
         return [local]
     return [local, "fp32" if local == "bf16" else "bf16"]
@@ -105,16 +105,24 @@ def train_stage(config: VariantConfig) -> Stage:
     ])
 
 
-def eval_stage(config: VariantConfig, task_name: str, task_revision: str) -> Stage:
+EvalModel = tuple[Literal["train", "baseline"], str]
+
+
+def eval_task_stage(model: EvalModel, task_name: str, task_revision: str, precision: str) -> Stage:
+    """The one eval stage key: the model scored (`("train", train stage hash)` for a variant,
+    `("baseline", model hash)` for `harness eval MODEL`), the task and its data revision, the
+    precision it encodes in and the evaluator. Variants and baselines both build it here."""
     from harness.evaluator import evaluator_identity
 
+    kind, model_hash = model
+    return Stage("eval", {kind: model_hash, "task": task_name, "revision": task_revision, "precision": precision,
+                          "evaluator": evaluator_identity()})
+
+
+def eval_stage(config: VariantConfig, task_name: str, task_revision: str) -> Stage:
     train = train_stage(config).hash
-    evaluator = evaluator_identity()
-    return _first_done([
-        Stage("eval", {"train": train, "task": task_name, "revision": task_revision, "precision": precision,
-                       "evaluator": evaluator})
-        for precision in precisions_to_try(config.eval.bf16, config.eval.device)
-    ])
+    return _first_done([eval_task_stage(("train", train), task_name, task_revision, precision)
+                        for precision in precisions_to_try(config.eval.bf16, config.eval.device)])
 
 
 def compute_once(stage: Stage, build: Callable[[Path], None]) -> bool:

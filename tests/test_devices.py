@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from harness import calibration as cpu_calibration
 from harness import devices
 from harness.config import ModelConfig, TrainConfig, VariantConfig
 from harness.data.rows import TrainRow
@@ -65,7 +66,7 @@ def calibration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     these tests set the CPU's flags and calibration themselves, which a simulated CPU would mask."""
     monkeypatch.setenv("HARNESS_MACHINE_CACHE", str(tmp_path / "machine"))
     monkeypatch.delenv(devices.SIMULATED_CPU_ENV, raising=False)
-    measure = devices.cpu_bf16_calibration
+    measure = cpu_calibration.cpu_bf16_calibration
     measure.cache_clear()
     yield
     measure.cache_clear()
@@ -77,10 +78,10 @@ def test_bf16_auto_follows_native_cpu_support(monkeypatch: pytest.MonkeyPatch, c
     monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2", "amx_bf16"})
     assert devices.resolve_precision("auto", cpu) == devices.Precision(True, "bf16: auto -> bf16 (CPU has amx_bf16)")
     monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2"})
-    monkeypatch.setattr(devices, "cpu_bf16_calibration", lambda: {"bf16_slowdown": 40.0, "capability": "AVX2"})
+    monkeypatch.setattr(cpu_calibration, "cpu_bf16_calibration", lambda *cpu: {"bf16_slowdown": 40.0, "capability": "AVX2"})
     auto = devices.resolve_precision("auto", cpu)
     assert not auto.bf16 and auto.name == "fp32" and "40.0x slower" in auto.reason
-    monkeypatch.setattr(devices, "cpu_bf16_calibration", lambda: {"bf16_slowdown": 0.6, "capability": "ARM"})
+    monkeypatch.setattr(cpu_calibration, "cpu_bf16_calibration", lambda *cpu: {"bf16_slowdown": 0.6, "capability": "ARM"})
     assert devices.resolve_precision("auto", cpu).bf16
     assert not devices.resolve_precision(False, cpu).bf16
 
@@ -89,7 +90,7 @@ def test_bf16_auto_follows_native_cpu_support(monkeypatch: pytest.MonkeyPatch, c
 def test_forced_bf16_warns_once_with_the_measured_slowdown(monkeypatch: pytest.MonkeyPatch,
                                                             calibration: None) -> None:
     monkeypatch.setattr(devices, "cpu_flags", lambda: set())
-    monkeypatch.setattr(devices, "cpu_bf16_calibration", lambda: {"bf16_slowdown": 55.5, "capability": "AVX2"})
+    monkeypatch.setattr(cpu_calibration, "cpu_bf16_calibration", lambda *cpu: {"bf16_slowdown": 55.5, "capability": "AVX2"})
     devices._warn_forced_bf16.cache_clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -133,14 +134,29 @@ def test_bf16_auto_on_cuda_needs_compute_capability_8_of_the_device_in_use(monke
     assert "says True for the current device" in t4.reason  # torch's cross-check asked about device 0
 
 
-def test_calibration_is_measured_once_per_machine(calibration: None) -> None:
-    first = devices.cpu_bf16_calibration()
-    assert first["fp32_gflops"] > 0 and first["bf16_gflops"] > 0 and first["capability"]
-    files = list((devices._calibration_file()).parent.glob("cpu-bf16-*.json"))
+def test_calibration_is_measured_once_per_machine(monkeypatch: pytest.MonkeyPatch, calibration: None) -> None:
+    here = (devices.cpu_model(), devices.cpu_capability())
+    first = cpu_calibration.cpu_bf16_calibration(*here)
+    assert first["fp32_gflops"] > 0 and first["bf16_gflops"] > 0 and first["capability"] == here[1]
+    files = list(cpu_calibration.calibration_file(*here).parent.glob("cpu-bf16-*.json"))
     assert len(files) == 1 and json.loads(files[0].read_text()) == first
-    devices.cpu_bf16_calibration.cache_clear()
+    cpu_calibration.cpu_bf16_calibration.cache_clear()
     files[0].write_text(json.dumps({**first, "bf16_slowdown": 123.0}))  # read back, not re-measured
-    assert devices.cpu_bf16_calibration()["bf16_slowdown"] == 123.0
+    assert cpu_calibration.cpu_bf16_calibration(*here)["bf16_slowdown"] == 123.0
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2"})  # no bf16 flags: devices asks the calibration
+    expected = f"bf16 is emulated on this CPU ({here[1]}): calibration matmul 123.0x slower than float32"
+    assert devices.cpu_bf16_native() == (False, expected)
+
+
+def test_calibration_leaves_torchs_thread_count_as_it_was(calibration: None) -> None:
+    """It measures on one thread; the process's own setting (2 here) is back afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cpu_calibration.cpu_bf16_calibration("test CPU", "AVX2")  # a fresh cache: measured here
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------- placement

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -87,10 +88,18 @@ def test_wandb_offline_run(tmp_path: Path, tracking: Path) -> None:
 
 
 @pytest.mark.slow
-def test_mlflow_local_store(tmp_path: Path, tracking: Path) -> None:
+def test_mlflow_local_store(tmp_path: Path, tracking: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
 
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    def mlflow_env() -> dict[str, str]:  # (libraries imported on the way set their own KMP_*, TORCHINDUCTOR_*)
+        return {k: v for k, v in os.environ.items() if k.startswith("MLFLOW")}
+
+    environment = mlflow_env()
     log = _train(_config(["mlflow"]), tmp_path / "m")
+    # the file-store switch was set around the tracker's calls only; no tracking URI or experiment id left
+    assert mlflow_env() == environment
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # this test's own reader needs it
     mlflow.set_tracking_uri((tracking / "mlruns").resolve().as_uri())
     runs = mlflow.search_runs(experiment_names=["tiny"], output_format="list")
     assert [r.info.run_name for r in runs] == ["tiny/base/seed-0"]

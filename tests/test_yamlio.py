@@ -33,11 +33,11 @@ def test_a_task_folders_task_yaml_gets_the_recipe_loaders_guards(tmp_path: Path)
         task_names(EvalConfig(tasks=[str(folder)]))
 
 
-def test_recipe_messages_are_unchanged_and_the_old_private_names_still_import(tmp_path: Path) -> None:
-    from harness.recipe import _pydantic_message, _read_yaml, load_recipe
-    from harness.yamlio import pydantic_message, read_yaml
+def test_recipe_messages_are_unchanged_and_the_old_private_names_are_gone(tmp_path: Path) -> None:
+    import harness.recipe
+    from harness.recipe import load_recipe
 
-    assert (_read_yaml, _pydantic_message) == (read_yaml, pydantic_message)
+    assert not hasattr(harness.recipe, "_read_yaml") and not hasattr(harness.recipe, "_pydantic_message")
     with pytest.raises(HarnessError, match="recipe file not found"):
         load_recipe(tmp_path / "none.yaml")
     with pytest.raises(HarnessError, match="a recipe must be a YAML mapping"):

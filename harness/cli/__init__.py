@@ -6,7 +6,6 @@ they print. `harness.cli:main` is the console entry point.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from harness.cli.commands import load_variant_config
@@ -18,27 +17,23 @@ __all__ = ["build_parser", "load_variant_config", "main"]
 def main(argv: list[str] | None = None) -> int:
     """Run one command; every expected failure is one `error:` line (exit 2: bad input, 1: runtime
     failure, 130: interrupted), a bug is a summary line plus its traceback (harness/failures.py)."""
+    from harness.envvars import scoped_env
     from harness.failures import DEBUG_ENV, report
 
     args = parse_args(build_parser(), argv)
-    previous = os.environ.get(DEBUG_ENV)
-    if args.debug:
-        os.environ[DEBUG_ENV] = "1"  # torchrun ranks and executor jobs report the same way
     try:
-        from harness.cli.commands import _setup_env
+        from harness.cli.commands import command_env
 
-        _setup_env()
-        from harness.references import Resolver
+        # --debug: torchrun ranks and executor jobs report the same way. Set for this command only.
+        with scoped_env(command_env() | ({DEBUG_ENV: "1"} if args.debug else {})):
+            from harness.references import Resolver
 
-        # A command outside any recipe (`train CONFIG`, `eval variant:…`) resolves `variant:` references
-        # from $HARNESS_RECIPES and ./recipes; recipe commands put their own resolver in effect inside.
-        with Resolver().active():
-            return int(args.func(args))
+            # A command outside any recipe (`train CONFIG`, `eval variant:…`) resolves `variant:` references
+            # from $HARNESS_RECIPES and ./recipes; recipe commands put their own resolver in effect inside.
+            with Resolver().active():
+                return int(args.func(args))
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the one place failures become messages
         return report(exc, debug=args.debug)
-    finally:
-        if args.debug and previous is None:
-            os.environ.pop(DEBUG_ENV, None)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,12 +22,13 @@ def bf16_arg(value: str) -> bool | str:
     return {"auto": "auto", "true": True, "false": False}[value]
 
 
-def _setup_env() -> None:
-    # mteb creates its cache folder at import time: point it into ours before anything imports it.
+def command_env() -> dict[str, str]:
+    """Variables a command runs under (cli.main scopes them to the command; the user's own win).
+    mteb creates its cache folder at import time: point it into ours before anything imports it."""
     from harness.paths import cache_root
 
-    os.environ.setdefault("MTEB_CACHE", str(cache_root() / "mteb"))
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    defaults = {"MTEB_CACHE": str(cache_root() / "mteb"), "TOKENIZERS_PARALLELISM": "false"}
+    return {name: value for name, value in defaults.items() if name not in os.environ}
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:

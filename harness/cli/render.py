@@ -49,12 +49,11 @@ def dependency_lines(p: RunPlan) -> list[str]:
 
 def machine_text(config: VariantConfig) -> str:
     """Where this run computes and in which precision (train and eval), with the CPU's vector ISA."""
-    from harness.devices import describe, resolve_device, resolve_precision
+    from harness.devices import resolve_compute
 
     lines = []
     for phase, section in (("train", config.train), ("eval", config.eval)):
-        device = resolve_device(section.device)
-        lines.append(f"{phase}: {describe(device, resolve_precision(section.bf16, device))}")
+        lines.append(f"{phase}: {resolve_compute(section.device, section.bf16).describe()}")
     return "\n".join(lines)
 
 

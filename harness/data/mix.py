@@ -376,24 +376,24 @@ def build_mix(config: DataConfig, *, show_progress: bool = False) -> tuple[list[
 
 def teacher_precision(config: DataConfig) -> str:
     """The precision the filter's teacher encodes in on this machine (`bf16: auto` resolves per device)."""
-    from harness.devices import resolve_device, resolve_precision
+    from harness.devices import resolve_compute
 
     assert config.filter is not None
-    return resolve_precision(config.filter.bf16, resolve_device(config.filter.device)).name
+    return resolve_compute(config.filter.device, config.filter.bf16).precision.name
 
 
 def teacher_embed(config: DataConfig) -> tuple[Any, str]:
     """The filter's teacher as an embed function (loaded on first call) and its id (the cache key)."""
     from harness.backbones.fingerprint import backbone_identity
     from harness.config import ModelConfig
-    from harness.devices import resolve_device, resolve_precision
+    from harness.devices import resolve_compute
 
     spec = config.filter
     assert spec is not None
     teacher_config = ModelConfig(backbone=spec.teacher, pooling=spec.teacher_pooling, instructions=False,
                                  query_max_length=spec.max_length, passage_max_length=spec.max_length)
-    device = resolve_device(spec.device)
-    precision = resolve_precision(spec.bf16, device)
+    compute = resolve_compute(spec.device, spec.bf16)
+    device, precision = compute.device, compute.precision
     teacher: list[Any] = []
 
     def embed(texts: list[str], side: str) -> Any:

@@ -12,7 +12,7 @@ import yaml
 from harness import atomic
 from harness.config import EvalConfig, ModelConfig
 from harness.hashing import content_hash
-from harness.stages import Stage, precisions_to_try
+from harness.stages import Stage, eval_task_stage, precisions_to_try
 
 RANDOM_BASELINE = "mteb/baseline-random-encoder"
 RANDOM_ALIASES = {"random", "baseline-random", "baseline-random-encoder", RANDOM_BASELINE}
@@ -34,23 +34,35 @@ def slug(spec: str) -> str:
     return name if len(name) <= NAME_MAX else f"{name[:NAME_MAX - 13]}-{content_hash(spec)}"
 
 
+def baseline_identity(spec: str, model: ModelConfig) -> dict[str, Any]:
+    """The random encoder by its mteb name; any other model by model_identity."""
+    return {"spec": RANDOM_BASELINE} if spec in RANDOM_ALIASES else model_identity(spec, model)
+
+
+def baseline_stages(model_hash: str, eval_config: EvalConfig,
+                    tasks: dict[str, Any] | None = None) -> dict[str, Stage]:
+    """The eval stage of each task for the baseline `model_hash` (content_hash of baseline_identity),
+    keyed like a variant's (stages.eval_task_stage) in this machine's precision, resolved by the same
+    rule as an ablate's eval stages."""
+    from harness.evaluate.resolve import eval_revision, resolve_tasks
+
+    tasks = resolve_tasks(eval_config) if tasks is None else tasks
+    precision = precisions_to_try(eval_config.bf16, eval_config.device)[0]
+    return {name: eval_task_stage(("baseline", model_hash), name, eval_revision(task), precision)
+            for name, task in tasks.items()}
+
+
 def evaluate_baseline(spec: str, model: ModelConfig, eval_config: EvalConfig, results_root: Path, *,
                       log: Any = print, show_progress: bool = True) -> Path:
     from harness.evaluate.cached import publish_mteb_results, run_cached_eval
-    from harness.evaluator import evaluator_identity
-    from harness.evaluate.resolve import eval_revision, resolve_tasks
+    from harness.evaluate.resolve import resolve_tasks
     from harness.run_record import stage_machine
 
     is_random = spec in RANDOM_ALIASES
-    identity = {"spec": RANDOM_BASELINE} if is_random else model_identity(spec, model)
+    identity = baseline_identity(spec, model)
     model_hash = content_hash(identity)
     tasks = resolve_tasks(eval_config)
-    # this machine's precision, resolved by the same rule as an ablate's eval stages
-    precision = precisions_to_try(eval_config.bf16, eval_config.device)[0]
-    stages = {name: Stage("eval", {"baseline": model_hash, "task": name,
-                                   "revision": eval_revision(task),
-                                   "precision": precision, "evaluator": evaluator_identity()})
-              for name, task in tasks.items()}
+    stages = baseline_stages(model_hash, eval_config, tasks)
 
     def make_encoder() -> Any:
         if is_random:

@@ -106,11 +106,12 @@ def build_encoder(embedder: Embedder, eval_config: Any, *, name: str, revision: 
                   log: Callable[[str], None] = print) -> HarnessEncoder:
     """The encoder an eval job runs: on `eval.device` (every visible GPU when `auto` finds several:
     one replica each), in the precision `eval.bf16` resolves to there; says both in the log."""
-    from harness.devices import describe, encode_devices, resolve_precision
+    from harness.devices import encode_devices, resolve_compute
 
     devices = encode_devices(eval_config.device)
-    precision = resolve_precision(eval_config.bf16, devices[0])
-    where = describe(devices[0], precision) + (f"; data-parallel on {len(devices)} GPUs" if len(devices) > 1 else "")
+    compute = resolve_compute(devices[0], eval_config.bf16)  # the replicas' GPUs are the first one's kind
+    precision = compute.precision
+    where = compute.describe() + (f"; data-parallel on {len(devices)} GPUs" if len(devices) > 1 else "")
     log(f"  eval   {where}")
     embedder = embedder.to(devices[0])
     return HarnessEncoder(embedder, name=name, revision=revision, batch_size=eval_config.batch_size,

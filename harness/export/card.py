@@ -16,8 +16,8 @@ import yaml
 
 from harness import atomic
 from harness.errors import HarnessError
-from harness.train.card import (CARD_FILE, _md, config_markdown, data_markdown, front_matter, training_markdown,
-                                usage_markdown)
+from harness.text_table import markdown_table
+from harness.train.card import CARD_FILE, config_markdown, data_markdown, front_matter, training_markdown, usage_markdown
 
 
 def eval_results(scores: dict[str, Any]) -> list[Any]:
@@ -68,8 +68,8 @@ def scores_markdown(scores: dict[str, Any], recipe_dir: Path, variant: str) -> l
             "control `base` over all seeds, as in the harness report." if compared else
             "This is the control (or no control results are present): no comparison.")
     return ["## Evaluation", "", f"Main scores x100 of this run (seed {scores.get('seed')}). {note}", "",
-            _md(rows, ["task", "main metric", "this run", "unit metric", "variant", "control", "Δ", "95% CI",
-                       "p (Holm)"]), ""]
+            markdown_table(rows, ["task", "main metric", "this run", "unit metric", "variant", "control", "Δ",
+                                  "95% CI", "p (Holm)"], parse_numbers=True), ""]
 
 
 def full_card(seed_dir: Path) -> str:
@@ -108,7 +108,8 @@ def full_card(seed_dir: Path) -> str:
     if lengths_path.is_file():
         lengths = json.loads(lengths_path.read_text(encoding="utf-8"))
         body += ["## What the model sees (tokens per text)", "",
-                 _md(table_rows(lengths), ["", "source / task", "side", "limit", "median", "p95", "cut", "measured"]),
+                 markdown_table(table_rows(lengths), ["", "source / task", "side", "limit", "median", "p95", "cut",
+                                                      "measured"], parse_numbers=True),
                  "", *(f"- warning: {w}" for w in lengths.get("warnings", [])), ""]
     versions = run.get("versions") or {}
     body += [f"Software: {', '.join(f'{k} {v}' for k, v in sorted(versions.items()))}.", ""]

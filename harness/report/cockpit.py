@@ -37,7 +37,7 @@ def overrides_markdown(recipe_dir: Path) -> list[str]:
 def lengths_markdown(recipe_dir: Path) -> list[str]:
     """What the model sees: each variant's token lengths (first seed: lengths do not depend on it);
     variants after the control show only the rows that differ from it."""
-    from tabulate import tabulate
+    from harness.text_table import markdown_table
 
     from harness.report.formatting import table_rows
 
@@ -67,8 +67,8 @@ def lengths_markdown(recipe_dir: Path) -> list[str]:
              "Tokens per text with each variant's own tokenizer (training: the rows it trained on, per source; "
              "eval: each task's queries and corpus, a seeded sample of at most 2000 texts per side). `cut` = share "
              "longer than the limit, which truncates them. Variants after `base` list only rows that differ.", "",
-             tabulate(rows, headers=["variant", "", "source / task", "side", "limit", "median", "p95", "cut",
-                                     "measured"], tablefmt="github"), ""]
+             markdown_table(rows, ["variant", "", "source / task", "side", "limit", "median", "p95", "cut",
+                                   "measured"], parse_numbers=True), ""]
     if notes:
         lines += ["Warnings (more than 5% of a side cut):", "", *notes, ""]
     return lines

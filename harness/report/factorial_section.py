@@ -7,7 +7,7 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
-from tabulate import tabulate
+from harness.text_table import markdown_table
 
 from harness.paths import CONTROL_NAME
 from harness.report import families
@@ -56,8 +56,7 @@ def factorial_lines(data: RecipeData, *, n_resamples: int | None = None) -> list
         lines += [f"Not in the factorial analysis (no per-unit mean scores in every cell): {', '.join(left_out)}.", ""]
     rows = [[e.task, e.effect, _signed(e.estimate), f"[{_signed(e.ci_low)}, {_signed(e.ci_high)}]", _p(e.p_value),
              _p(e.p_holm), families.significance_mark(e.p_holm)] for e in effects]
-    lines += [tabulate(rows, headers=["task", "effect", "estimate", "95% CI", "p", "p (Holm)", "sig"],
-                       tablefmt="github", disable_numparse=True), ""]
+    lines += [markdown_table(rows, ["task", "effect", "estimate", "95% CI", "p", "p (Holm)", "sig"]), ""]
     lines += _interaction_plots(data, grid, tasks)
     return lines
 

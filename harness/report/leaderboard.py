@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tabulate import tabulate
+from harness.text_table import markdown_table
 
 from harness import atomic
 from harness.paths import CONTROL_NAME
@@ -149,7 +149,7 @@ def leaderboard_markdown(results_root: Path, out_dir: Path | None = None,
     tested = _tested_metrics(significance, metric, source)
     headers = ["#", "recipe", "variant", "seeds", "Mean(Task)", "Mean(TaskType)", "Borda rank", "Δ vs base",
                *(f"{t} ({metric[t]}; marks: {tested[t]})" if t in tested else f"{t} ({metric[t]})" for t in tasks)]
-    body = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+    body = markdown_table(rows, headers)
     untested = _untested_notes(significance)
     if untested:
         body += "\n\nTasks without marks:\n\n" + "\n".join(untested)

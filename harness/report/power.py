@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tabulate import tabulate
+from harness.text_table import markdown_table
 
 from harness.errors import HarnessError
 from harness.paths import CONTROL_NAME
@@ -262,5 +262,5 @@ def power_markdown(plans: list[TaskPlan], delta: float, *, alpha: float = 0.05, 
              "Satterthwaite df (∞: one seed per arm, unit-level test, normal quantile). "
              "MDE at today's units and seeds; seeds/arm at today's units; "
              "units at today's seeds. Score points x100; – = no number suffices.",
-             "", tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)]
+             "", markdown_table(rows, headers)]
     return "\n".join(lines) + "\n"

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tabulate import tabulate
+from harness.text_table import markdown_table
 
 from harness import atomic
 from harness.errors import HarnessError
@@ -49,10 +49,6 @@ def _p_floor(value: float) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.2g}"
 
 
-def _md(rows: list[list[Any]], headers: list[str]) -> str:
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
-
-
 def _unit_means(data: RecipeData) -> pd.DataFrame:
     """Per variant and task: mean of the task's per-unit metric (seed-averaged) with a bootstrap CI."""
     rows = []
@@ -83,7 +79,7 @@ def _per_language(recipe_dir: Path, order: list[str]) -> list[str]:
         table = part.pivot_table(index="variant", columns="subset", values="score", aggfunc="mean")
         table = table.reindex([v for v in order if v in table.index])
         lines += [f"### {task} (main score x100 per subset)", "",
-                  _md([[v, *(_fmt(x) for x in table.loc[v])] for v in table.index], ["variant", *table.columns]), ""]
+                  markdown_table([[v, *(_fmt(x) for x in table.loc[v])] for v in table.index], ["variant", *table.columns]), ""]
     return lines
 
 
@@ -164,7 +160,7 @@ def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[st
     means = variant_task_means(scores).drop(columns="Mean(Task)")
     agg = mean_task_type_and_borda(means, task_types)
     lines += ["## Aggregates (as the MTEB leaderboard)", "", f"Missing tasks: {MISSING_RULE}.", "",
-              _md([[v, *(_fmt(agg.at[v, c]) if c not in ("Borda count", "Rank (Borda)") else f"{agg.at[v, c]:g}"
+              markdown_table([[v, *(_fmt(agg.at[v, c]) if c not in ("Borda count", "Rank (Borda)") else f"{agg.at[v, c]:g}"
                          for c in agg.columns)] for v in agg.index], ["variant", *agg.columns]), ""]
 
     if comparisons:
@@ -174,7 +170,7 @@ def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[st
                   "Marks: * p<0.05, ** p<0.01, *** p<0.001 after correction. MDE: the smallest difference a "
                   "two-sided paired test at α=0.05 detects with 80% power on these units (unit noise only; the "
                   "Power section below adds seed variance).", "", _floors_text(comparisons, summary), "",
-                  _md([[c.variant, c.task, c.unit_metric, c.n_units, f"{c.n_seeds[0]}/{c.n_seeds[1]}",
+                  markdown_table([[c.variant, c.task, c.unit_metric, c.n_units, f"{c.n_seeds[0]}/{c.n_seeds[1]}",
                         _fmt(100 * c.control), _fmt(100 * c.value), _fmt(100 * c.delta, signed=True),
                         f"[{_fmt(100 * c.ci_low, signed=True)}, {_fmt(100 * c.ci_high, signed=True)}]",
                         _p(c.p_value), _p(c.p_holm), families.significance_mark(c.p_holm), _fmt(100 * c.mde),
@@ -195,7 +191,7 @@ def build_report(recipe_dir: Path, analysis: tuple[list[TaskComparison], dict[st
         lines += ["## Across tasks", "",
                   "Mean of per-task Δ (main score) with a bootstrap CI over tasks; Wilcoxon signed-rank over "
                   "tasks; Holm across the variants of this recipe.", "",
-                  _md([[v, s.n_tasks, _fmt(100 * s.mean_delta, signed=True),
+                  markdown_table([[v, s.n_tasks, _fmt(100 * s.mean_delta, signed=True),
                         f"[{_fmt(100 * s.ci_low, signed=True)}, {_fmt(100 * s.ci_high, signed=True)}]",
                         _p(s.p_value), _p(summary["holm"].get(v, float("nan"))),
                         _p_floor(families.holm_p_min(s.p_min, len(summary["holm"]) or 1)), f"{s.wins}/{s.ties}/{s.losses}",
@@ -227,7 +223,7 @@ def _untested_lines(summary: dict[str, Any]) -> list[str]:
     lines = []
     if untested:
         lines += ["### Tasks without a per-task test", "",
-                  _md([[u.task, u.task_type, u.reason] for u in untested], ["task", "type", "reason"]), ""]
+                  markdown_table([[u.task, u.task_type, u.reason] for u in untested], ["task", "type", "reason"]), ""]
     if summary.get("without_units"):
         lines += [f"Arms without units.parquet (not in the per-task tests): {', '.join(summary['without_units'])}.",
                   ""]

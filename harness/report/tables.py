@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
-from tabulate import tabulate
+from harness.text_table import markdown_table
 
 from harness.paths import CONTROL_NAME
 
@@ -38,4 +38,4 @@ def comparison_markdown(scores: pd.DataFrame, control: str = CONTROL_NAME) -> st
                 delta = value - table.at[control, task]
                 cells.append(f"{value:.2f} ({delta:+.2f})")
         rows.append(cells)
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+    return markdown_table(rows, headers)

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from harness import atomic
+from harness.text_table import markdown_table
 
 CARD_FILE = "README.md"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -82,12 +83,6 @@ def front_matter(config: dict[str, Any], model_name: str, eval_results: list[Any
 # ----------------------------------------------------------------------------- body
 
 
-def _md(rows: list[list[Any]], headers: list[str]) -> str:
-    from tabulate import tabulate
-
-    return tabulate(rows, headers=headers, tablefmt="github")
-
-
 def data_markdown(card: dict[str, Any], config: dict[str, Any]) -> list[str]:
     """The data card as prose and tables: sources, filter, mining, synthesis, contamination."""
     sources_cfg = (config.get("data") or {}).get("sources", {})
@@ -101,7 +96,8 @@ def data_markdown(card: dict[str, Any], config: dict[str, Any]) -> list[str]:
                 is not None else "")
              + f"; {card.get('hard_negatives_per_row', 0):g} hard negatives per row; "
                f"{card.get('tasks')} task(s).", "",
-             _md(rows, ["source", "kind", "weight", "rows available", "rows kept", "from"]), ""]
+             markdown_table(rows, ["source", "kind", "weight", "rows available", "rows kept", "from"],
+                            parse_numbers=True), ""]
     dropped = [n for n in card.get("sources_with_weight_0") or []]
     if dropped:
         lines += [f"Sources with weight 0 (not used): {', '.join(dropped)}.", ""]
@@ -131,8 +127,8 @@ def data_markdown(card: dict[str, Any], config: dict[str, Any]) -> list[str]:
                  f"{100 * v.get('share_eval_touched', 0):.2f}%"] for t, v in sorted(tasks.items())]
         lines += ["Contamination (training texts vs each evaluation task's texts; exact after normalisation, "
                   f"near duplicates at threshold {contamination.get('threshold')}):", "",
-                  _md(crow, ["task", "eval texts", "exact overlaps", "near-duplicate eval texts",
-                             "share of eval touched"]), ""]
+                  markdown_table(crow, ["task", "eval texts", "exact overlaps", "near-duplicate eval texts",
+                                        "share of eval touched"], parse_numbers=True), ""]
     return lines
 
 

@@ -24,7 +24,7 @@ from harness.config import VariantConfig
 from harness.data.rows import TrainRow
 from harness.data.sampler import SemiHomogeneousBatchSampler
 from harness.data.table import task_labels
-from harness.devices import Precision, resolve_device, resolve_precision
+from harness.devices import Precision, resolve_compute
 from harness.errors import HarnessError
 from harness.model import Embedder, format_query
 from harness.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -139,8 +139,9 @@ def train(
     """
     world = world or World()
     tc, mc = config.train, config.model
-    device = device or resolve_device(tc.device)
-    precision = precision or resolve_precision(tc.bf16, device)
+    if device is None or precision is None:
+        compute = resolve_compute(device or tc.device, tc.bf16)
+        device, precision = compute.device, precision or compute.precision
     seed_for_model(tc.seed)  # the same model on every rank (LoRA's adapters are drawn here) ...
     model = _prepare_model(config).to(device)
     broadcast_from_main(model, world)  # ... and, whatever a build drew, rank 0's weights everywhere

@@ -48,17 +48,17 @@ def work_dir(stage: Stage) -> Path:
 def run_train_stage(config: VariantConfig, *, show_progress: bool = True) -> dict[str, Any]:
     """Train (or resume) the variant in this process group; rank 0 publishes the stage folder."""
     from harness.data.table import open_table
-    from harness.devices import resolve_device, resolve_precision
+    from harness.devices import resolve_compute
     from harness.train.card import write_training_card
     from harness.train.distributed import barrier, init_from_env
     from harness.train.loop import train
 
-    device = resolve_device(config.train.device)
+    compute = resolve_compute(config.train.device, config.train.bf16)
+    device, precision = compute.device, compute.precision
     world = init_from_env(device)
     stage = train_stage(config)
     if stage.done():
         return _summary(stage)
-    precision = resolve_precision(config.train.bf16, device)
     if precision.name != stage.key["precision"]:  # cannot happen unless ranks see different hardware
         raise HarnessRuntimeError(f"train stage {stage.hash} is keyed for {stage.key['precision']} but this process "
                            f"resolved {precision.name} ({precision.reason})")

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from harness.envvars import scoped_env
+
 TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")
 RUN_ENV = "HARNESS_TRACKING_RUN"  # JSON identity of the run, set by the pipeline for the train stage
 
@@ -118,26 +120,45 @@ class WandbTracker:
 
 
 class MlflowTracker:
-    def __init__(self, run: RunIdentity, root: Path) -> None:
-        import mlflow
+    """Through an `MlflowClient` bound to the store: mlflow's fluent API would set the tracking URI,
+    the active experiment and run, and their environment variables, for the rest of the process."""
 
-        self.mlflow = mlflow
-        if not os.environ.get("MLFLOW_TRACKING_URI"):  # a local folder store: no server, no database
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow 3.x keeps it, in maintenance mode
-            mlflow.set_tracking_uri((root / "mlruns").resolve().as_uri())
-        mlflow.set_experiment(run.recipe)
-        found = mlflow.search_runs(filter_string=f"tags.mlflow.runName = '{run.name}'", output_format="list")
-        self.active = mlflow.start_run(run_id=found[0].info.run_id) if found else mlflow.start_run(run_name=run.name)
-        if not found:
+    def __init__(self, run: RunIdentity, root: Path) -> None:
+        from mlflow import MlflowClient
+        from mlflow.entities import Param, RunTag
+        from mlflow.tracking.context.registry import resolve_tags
+
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or (root / "mlruns").resolve().as_uri()
+        # A local folder store (no server, no database) needs MLFLOW_ALLOW_FILE_STORE in mlflow 3.x (it
+        # keeps the store, in maintenance mode): set around this tracker's own calls only; a user's own
+        # setting wins.
+        local = not os.environ.get("MLFLOW_TRACKING_URI")
+        self.env = {"MLFLOW_ALLOW_FILE_STORE": "true"} if local and "MLFLOW_ALLOW_FILE_STORE" not in os.environ else {}
+        with scoped_env(self.env):
+            self.client = client = MlflowClient(tracking_uri=uri)
+            experiment = client.get_experiment_by_name(run.recipe)
+            experiment_id = experiment.experiment_id if experiment else client.create_experiment(run.recipe)
+            found = client.search_runs([experiment_id], filter_string=f"tags.mlflow.runName = '{run.name}'")
+            if found:  # a resumed training continues its run
+                self.run_id = found[0].info.run_id
+                client.update_run(self.run_id, status="RUNNING")
+                return
+            self.run_id = client.create_run(experiment_id, run_name=run.name, tags=resolve_tags()).info.run_id
             params = _flat("", run.config, {})
-            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-            mlflow.set_tags({f"stage.{k}": v for k, v in run.stages.items()} | {"recipe": run.recipe})
+            tags = {f"stage.{k}": v for k, v in run.stages.items()} | {"recipe": run.recipe}
+            client.log_batch(self.run_id, params=[Param(k, str(v)[:500]) for k, v in params.items()],
+                             tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        self.mlflow.log_metrics(metrics, step=step)
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        with scoped_env(self.env):
+            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
     def finish(self) -> None:
-        self.mlflow.end_run()
+        with scoped_env(self.env):
+            self.client.set_terminated(self.run_id)
 
 
 class TrackioTracker:

@@ -5,8 +5,8 @@ the expensive part; the threshold is a cheap cut on its output. So the two are s
 
 - `teacher_pass` / `cached_teacher_pass` produce a `TeacherRanking`, stored on disk under
   `cache_dir/rankings/<ranking_key>` and keyed by (teacher id, rows, depth): every filtering
-  threshold of an ablation reuses one pass.
-- `apply_filter` cuts at `top_k`, mines hard negatives with a rule (harness.data.mining: KaLM's rank
+  threshold of an ablation reuses one pass. A stored ranking's tasks load one at a time.
+- `cut_rows` (and `apply_filter`, its list-in, list-out wrapper) cuts at `top_k`, mines hard negatives with a rule (harness.data.mining: KaLM's rank
   window, or NV-Retriever's positive-aware score ceilings) and returns the kept rows plus a report
   for the data card. Every rule and parameter value is a cut on the same ranking.
 
@@ -24,12 +24,21 @@ picks a positive; the window draw is made for every row before the cut, so a row
 negatives under every threshold (arms differ only in which rows survive); a positive that *is* the
 item at rank `top_k` is kept even if float rounding puts its recomputed score a hair lower.
 
-Teacher pass at scale (`harness.data.teacher`): one streaming plan over the rows, encoding
-sharded over processes into memory-mapped vector files (float16 from a million texts on, float32
-below; cached by teacher + texts), then a blocked exact
-search (torch matmul + topk over query x corpus blocks, merged) whose order is (score, corpus
-index), so ties never depend on `depth` or on the number of shards. torch rather than FAISS
-(KaLM's choice) below FAISS_MIN_CORPUS items (FAISS from there on, when installed), by
+Task by task, so memory follows the largest task, never the table (`harness.data.teacher`): one
+cheap pass over the task column finds each task's rows; then per task its rows alone are read, its
+unique queries and corpus planned (texts are deduplicated within a task: a text shared by two tasks
+is encoded once for each), encoded (sharded over processes into memory-mapped vector files, float16
+for tables of a million texts or more, float32 below; cached by teacher + rows) and searched by a
+blocked exact search (torch matmul + topk over query x corpus blocks, merged) whose order is (score,
+corpus index), so ties never depend on `depth` or on the number of shards; its ranking is written to
+the ranking folder (one npz + one Arrow corpus file per task) and dropped. The cut reads the ranking
+back one task at a time with that task's rows, keeps only which rows survive and the corpus indices
+they gain (memory-mapped in a scratch file during the data stage), and the kept rows are written by
+streaming the table once more, each gained negative read by its position in its task's
+memory-mapped corpus file (a few open at a time). What grows with the table: a few integer arrays
+per row (task, line, gained negatives) and the mined negatives' scores for the card.
+
+torch rather than FAISS (KaLM's choice) below FAISS_MIN_CORPUS items (FAISS from there on, when installed), by
 measurement (bench/bench_filtering.py, idle 2-core CPU, 2000 queries, top-128):
 torch 0.14 s / 0.60 s / 1.14 s vs FAISS `IndexFlatIP` 0.10 s / 0.44 s / 0.92 s for corpora of
 10k x 384, 50k x 384, 50k x 896 dims, while search is under 0.1% of a teacher pass (encoding

@@ -6,9 +6,10 @@ the expensive part; the threshold is a cheap cut on its output. So the two are s
 - `teacher_pass` / `cached_teacher_pass` produce a `TeacherRanking`, stored on disk under
   `cache_dir/rankings/<ranking_key>` and keyed by (teacher id, rows, depth): every filtering
   threshold of an ablation reuses one pass. A stored ranking's tasks load one at a time.
-- `cut_rows` (and `apply_filter`, its list-in, list-out wrapper) cuts at `top_k`, mines hard negatives with a rule (harness.data.mining: KaLM's rank
-  window, or NV-Retriever's positive-aware score ceilings) and returns the kept rows plus a report
-  for the data card. Every rule and parameter value is a cut on the same ranking.
+- `cut_rows` (and `apply_filter`, its list-in, list-out wrapper) cuts at `top_k`, mines hard
+  negatives with a rule (harness.data.mining: KaLM's rank window, or NV-Retriever's positive-aware
+  score ceilings) and returns the kept rows (`FilterCut.rows` streams them) plus a report for the
+  data card. Every rule and parameter value is a cut on the same ranking.
 
 Semantics follow KaLM's `train/hn_mine.py`, per task (rows with the same `task` label):
 corpus = unique positive and negative texts (or a candidate pool, plus the positives, so every

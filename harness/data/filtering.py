@@ -622,8 +622,8 @@ def cut_rows(
         kept_rows = task.row_indices[keep]
         task_of_row[kept_rows] = t
         line_of_row[kept_rows] = extras.add(extra)
-        stored = isinstance(ranking.tasks, StoredTasks)
-        corpora.append(ranking.tasks.corpus_path(name) if stored else task.corpus)  # type: ignore[attr-defined]
+        # a stored corpus is read back by position, memory-mapped, when the kept rows are written
+        corpora.append(ranking.tasks.corpus_path(name) if isinstance(ranking.tasks, StoredTasks) else task.corpus)
         all_scores.append(scores)
         per_task[name] = {
             "corpus_size": len(task.corpus),

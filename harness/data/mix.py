@@ -209,8 +209,9 @@ def build_table(config: DataConfig, out_dir: str | Path, *, show_progress: bool 
     filter, the unfiltered mix is its own cached artifact (`mix_dir`), which the teacher's shards
     read and which every filter setting over the same mix shares. The teacher pass and the cut read
     the mix one task at a time, and the kept rows stream from it through the cut into the writer
-    (memory follows the largest task, not the table: `harness.data.filtering`). A source file that changes meanwhile stops the build
-    (`harness.inputs.unchanged_while`), so no stage is committed for bytes its key does not name.
+    (memory follows the largest task, not the table: `harness.data.filtering`). A source file that
+    changes meanwhile stops the build (`harness.inputs.unchanged_while`), so no stage is committed
+    for bytes its key does not name.
     """
     if not config.sources:
         raise HarnessError("data.sources is empty: name at least one training source")

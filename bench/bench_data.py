@@ -14,6 +14,12 @@ os.wait4's rusage of that child):
    ratio of the largest to the smallest size for each. The teacher is a hash embedder (a text's
    32-dim vector from its blake2b digest, `HashTeacher`), so the measurement is the harness's data
    path (plan, store, search, cut, streaming write) rather than a model's encoding time.
+   Measured (issue 17, the pass and the cut task by task; AVX512 Xeon, 2 cores shared with other
+   jobs, so the times are loose): filtered peak RSS 832 MiB (100k rows, 193 s) / 880 MiB (300k, 370 s)
+   / 984 MiB (1M, 2250 s), x1.18 from 100k to 1M, beside the unfiltered stage's 205 / 290 MiB, x1.42
+   (before: 1277 / 5927 MiB, x4.64, when the plan held every text of the table and the cut every
+   task's ranking). Most of the ~830 MiB is constant: torch, and the search's score block of one task
+   (2000 queries x ~16k corpus items, float32) with topk's temporaries.
 
     python bench/bench_data.py --sizes 100000 300000 1000000 --workdir /tmp/bench-data
     python bench/bench_data.py --parts data filtered --sizes 100000 1000000

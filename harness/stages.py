@@ -30,7 +30,9 @@ STAGE_VERSIONS: dict[str, int] = {
     # 3: mining rules (filter.negatives); card counts `mined` negatives (was `window`) and the rule's screening
     # 4: file sources keyed by content, Hub datasets by commit; the card's filter.teacher names the machine
     # that encoded the ranking
-    "data": 4,
+    # 5: the teacher pass works task by task (texts deduplicated and encoding units cut per task, so a
+    # text shared by two tasks is encoded in another batch: rankings may move in the last bits)
+    "data": 5,
     "contamination": 1,
     # 2: float32 master weights, precision in the key, backbone folders keyed by content
     # 3: summary.json names the machine (CPU model + capability, or GPU + compute capability); Hub backbones

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from harness.data.filtering import FilterCut
 
 SPOOL_DIR = ".spool"
+CUT_DIR = ".cut"
 # bump when the mix table format changes. 2: sources keyed by content (harness.inputs); the card
 # carries the rows' fingerprint (the teacher pass's key), so the filter never hashes the table again
 MIX_VERSION = 2
@@ -206,9 +207,11 @@ def build_table(config: DataConfig, out_dir: str | Path, *, show_progress: bool 
 
     `out_dir` is a staging folder (the data stage renames it into place when this returns). With a
     filter, the unfiltered mix is its own cached artifact (`mix_dir`), which the teacher's shards
-    read and which every filter setting over the same mix shares. The kept rows stream from the mix
-    through the cut into the writer. A source file that changes meanwhile stops the build
-    (`harness.inputs.unchanged_while`), so no stage is committed for bytes its key does not name.
+    read and which every filter setting over the same mix shares. The teacher pass and the cut read
+    the mix one task at a time, and the kept rows stream from it through the cut into the writer
+    (memory follows the largest task, not the table: `harness.data.filtering`). A source file that
+    changes meanwhile stops the build (`harness.inputs.unchanged_while`), so no stage is committed
+    for bytes its key does not name.
     """
     if not config.sources:
         raise HarnessError("data.sources is empty: name at least one training source")
@@ -224,14 +227,19 @@ def _build_table(config: DataConfig, out_dir: Path, show_progress: bool) -> dict
     mixed = ensure_mix(config, show_progress=show_progress)
     card = json.loads((mixed / "card.json").read_text(encoding="utf-8"))
     table = RowTable(mixed / TABLE_FILE)
-    cut, card["filter"] = filter_rows(table, config, show_progress=show_progress,
-                                      fingerprint=card.pop("rows_fingerprint", None))
-    after = CardCounts()
-    with TableWriter(out_dir / TABLE_FILE) as writer, _progress(show_progress, "write kept rows", cut.kept) as bar:
-        for row in cut.rows(table):
-            writer.add(row)
-            after.add(row)
-            bar.update()
+    scratch = out_dir / CUT_DIR  # the cut's negatives, memory-mapped until the kept rows are written
+    try:
+        cut, card["filter"] = filter_rows(table, config, show_progress=show_progress,
+                                          fingerprint=card.pop("rows_fingerprint", None), scratch=scratch)
+        after = CardCounts()
+        with TableWriter(out_dir / TABLE_FILE) as writer, _progress(show_progress, "write kept rows", cut.kept) as bar:
+            for row in cut.rows(table):
+                writer.add(row)
+                after.add(row)
+                bar.update()
+        del cut
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     card["rows_after_filter"] = after.rows
     card["rows_with_hard_negatives"] = after.with_negatives
     card["hard_negatives_per_row"] = after.negatives / after.rows if after.rows else 0.0
@@ -425,12 +433,13 @@ def encode_shard(config: DataConfig, shard: int, n_shards: int, *, show_progress
 
 
 def filter_rows(rows: Sequence[TrainRow], config: DataConfig, *, show_progress: bool = True,
-                fingerprint: str | None = None) -> tuple[FilterCut, dict[str, Any]]:
+                fingerprint: str | None = None, scratch: Path | None = None) -> tuple[FilterCut, dict[str, Any]]:
     """Ranking-consistency filter + hard-negative mining; the teacher pass is cached on disk, so
     arms that differ only in the threshold share it (the teacher loads only on a cache miss).
 
     Returns the cut (`FilterCut.rows(rows)` streams the kept rows) and the card's report; the rows
-    are hashed at most once, and not at all when `fingerprint` (the mix card's) is given.
+    are hashed at most once, and not at all when `fingerprint` (the mix card's) is given. `scratch`:
+    a folder for the cut's negatives (see `cut_rows`), removed by the caller after writing the rows.
     """
     from harness.data.filtering import cached_teacher_pass, cut_rows, rows_fingerprint
     from harness.data.mining import rule_from_config
@@ -443,7 +452,7 @@ def filter_rows(rows: Sequence[TrainRow], config: DataConfig, *, show_progress: 
     ranking = cached_teacher_pass(rows, embed, teacher_id, cache_root(), depth=spec.depth,
                                   show_progress=show_progress, fingerprint=fingerprint)
     cut, report = cut_rows(rows, ranking, top_k=spec.top_k, negatives=config.hard_negatives,
-                           seed=config.seed, rule=rule_from_config(spec), fingerprint=fingerprint)
+                           seed=config.seed, rule=rule_from_config(spec), fingerprint=fingerprint, scratch=scratch)
     report["teacher"] = {"spec": spec.teacher, "id": teacher_id, "ranking": ranking.key,
                          "precision": teacher_precision(config), "teacher_pass": ranking.stats.get("cache"),
                          "machine": ranking.stats.get("machine")}  # None: encoded by shards or before it was recorded

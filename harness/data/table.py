@@ -163,6 +163,30 @@ class RowTable(Sequence[TrainRow]):
         for batch in self._stream():
             yield _batch_rows(batch)
 
+    def take(self, positions: np.ndarray) -> list[TrainRow]:
+        """The rows at ascending `positions`, read through a memory map of their own that is closed on
+        return: the pages they touched leave this process's resident memory with it (the teacher pass
+        and the cut read one task at a time this way)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        out: list[TrainRow] = []
+        with pa.memory_map(str(self.path), "r") as source:
+            reader = pa.ipc.open_file(source)
+            which = np.searchsorted(self._starts, positions, side="right") - 1
+            for b in np.unique(which).tolist():
+                local = positions[which == b] - int(self._starts[b])
+                out.extend(_batch_rows(reader.get_batch(b).take(pa.array(local))))
+        return out
+
+    def text_count(self) -> int:
+        """Queries + positives + negatives, with repeats, from the list offsets alone (no text read)."""
+        total = 0
+        for batch in self._batches:
+            total += batch.num_rows
+            for k in (1, 2):
+                offsets = batch.column(k).offsets
+                total += offsets[-1].as_py() - offsets[0].as_py() if len(offsets) else 0
+        return total
+
     def column(self, name: str) -> Iterator[Any]:
         """One column's values, streamed batch by batch."""
         k = COLUMNS.index(name)

@@ -1,24 +1,29 @@
-"""The teacher pass at scale: plan, sharded encoding into float16 memory-maps, blocked exact search.
+"""The teacher pass at scale, task by task: plan, sharded encoding into memory-maps, blocked exact search.
 
-1. **Plan** (one streaming pass over the rows): per task, its rows, unique queries and corpus
-   (first-appearance order, as `filtering` documents); every distinct (side, text) gets one global
-   id, and the texts are cut into *encoding units* of `batch_size` texts, task by task, queries
-   then passages. A unit is one call of the teacher, so a text's vector depends only on its unit,
-   never on how many processes share the work.
-2. **Encode** (sharded): process `s` of `n` encodes units `u` with `u % n == s` and writes one
-   float16 `.npy` per side (memory-mapped, written to a temp name and renamed when complete) into
-   a folder keyed by the teacher and the units' texts. Ranks of a torchrun group, or N executor
-   jobs, each write their own files; nothing is gathered over the network.
-3. **Search** (one process, per task): exact inner-product top-`depth`, in blocks of queries x
-   corpus read from the memory-maps (never the whole corpus in memory), merged block by block.
-   Order is (score descending, corpus index ascending), ties included, and block sizes depend only
-   on the corpus size, so the list for depth d is the prefix of the list for any larger depth and
-   the result is the same for any number of shards. ("Equal" is equal float32 scores: two copies
-   of one vector may score a last bit apart depending on where they sit in the matmul's tiles;
-   that too is fixed by the data, never by depth or shards.)
+Memory follows the largest task, never the table: nothing holds every text of the table at once.
 
-float16 (from FLOAT16_FROM_TEXTS distinct texts on) halves the disk and page-cache footprint of
-the vectors (a 10M x 896 corpus is 18 GB, not 36); scores are computed in float32 from the stored
+1. **Index** (one cheap pass, no texts): per task (first-appearance order) its row positions, read
+   from the table's task column (`RowTable.task_codes`), and the table's text count.
+2. **Plan** (per task): that task's rows only are read (`rows_at`: a transient memory map, dropped
+   after the task) into its unique queries and corpus (first-appearance order, as `filtering`
+   documents). Each side's texts are cut into *encoding units* of `batch_size` texts; unit `k` of
+   task `t` (queries first, then passages) belongs to shard `(t + k) % n`. A unit is one call of
+   the teacher, so a text's vector depends only on its unit, never on how many processes share the
+   work. Texts are deduplicated within a task: a text shared by two tasks is encoded once per task.
+3. **Encode** (sharded): process `s` of `n` plans every task and encodes its own units, one `.npy`
+   per task (written to a temp name and renamed), then marks itself done. Ranks of a torchrun group,
+   or N executor jobs, each write their own files into a folder keyed by the teacher and the rows'
+   fingerprint; nothing is gathered over the network, and a killed shard resumes at its next task.
+4. **Search** (one process, per task): exact inner-product top-`depth`, in blocks of queries x
+   corpus read from the task's memory-mapped files (never a whole large corpus in memory), merged
+   block by block. Order is (score descending, corpus index ascending), ties included, and block
+   sizes depend only on the corpus size, so the list for depth d is the prefix of the list for any
+   larger depth and the result is the same for any number of shards. ("Equal" is equal float32
+   scores: two copies of one vector may score a last bit apart depending on where they sit in the
+   matmul's tiles; that too is fixed by the data, never by depth or shards.)
+
+float16 (for tables of FLOAT16_FROM_TEXTS texts or more) halves the disk and page-cache footprint
+of the vectors (a 10M x 896 corpus is 18 GB, not 36); scores are computed in float32 from the stored
 values, so every process sees the same numbers.
 """
 
@@ -26,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,18 +39,20 @@ from typing import Any, Literal
 import numpy as np
 
 from harness.data.rows import TrainRow
+from harness.data.table import RowTable
 from harness.errors import HarnessError
-from harness.hashing import canonical_json
+from harness.hashing import canonical_json, content_hash
 
 Side = Literal["query", "passage"]
 SIDES: tuple[Side, Side] = ("query", "passage")
 EmbedFn = Callable[[list[str], Side], np.ndarray]
 
-STORE_FORMAT = 1
-# Vectors are stored float16 from this many distinct texts on (float32 below): float16 halves the
-# store at KaLM scale, while small passes (the quickstart, every test) keep the float32 vectors and
-# so exactly the rankings, mined negatives and trained weights they always had. The choice depends
-# on the texts only, never on shards or depth.
+# 2: files per task and shard, units cut per task (texts deduplicated per task), keyed by the rows
+STORE_FORMAT = 2
+# Vectors are stored float16 for tables of this many texts or more (queries, positives, negatives and
+# candidate pools, counted with repeats; float32 below): float16 halves the store at KaLM scale, while
+# small passes (the quickstart, every test) keep float32 vectors. The choice depends on the rows only,
+# never on shards or depth.
 FLOAT16_FROM_TEXTS = 1_000_000
 # Budget for one block of the [queries, corpus] score matrix (float32 elements, ~256 MB).
 SCORE_BLOCK_ELEMENTS = 64 * 1024 * 1024
@@ -57,42 +64,12 @@ CORPUS_BLOCK = 65_536  # corpus vectors per search block
 FAISS_MIN_CORPUS = 1_000_000
 
 
-@dataclass
-class TaskPlan:
-    task: str
-    row_indices: np.ndarray  # int64 [n_rows]: positions of this task's rows in the table
-    queries: list[str]  # unique queries, first appearance
-    query_of_row: np.ndarray  # int32 [n_rows]
-    corpus: list[str]  # unique corpus texts (pool first, if any), first appearance
-    positives: list[list[int]]  # per row: corpus indices of its positives
-    query_ids: np.ndarray  # int64 [n_queries]: global ids (side "query")
-    corpus_ids: np.ndarray  # int64 [n_corpus]: global ids (side "passage")
-
-
-@dataclass
-class Plan:
-    tasks: dict[str, TaskPlan]
-    texts: dict[str, list[str]]  # side -> distinct texts in global id order
-    units: list[tuple[int, int, int]]  # (side index, first global id, end global id), encoding order
-    rows_fingerprint: str
-    n_rows: int
-    batch_size: int
-
-    def store_dtype(self) -> str:
-        return "float16" if sum(len(t) for t in self.texts.values()) >= FLOAT16_FROM_TEXTS else "float32"
-
-    def store_key(self, teacher_id: str, dtype: str) -> str:
-        """Teacher + the exact texts of every unit (so a cached vector is always this text's vector)."""
-        digest = hashlib.sha256(canonical_json({"format": STORE_FORMAT, "teacher": teacher_id, "dtype": dtype,
-                                                "batch_size": self.batch_size}).encode("utf-8"))
-        for side_index, start, end in self.units:
-            digest.update(canonical_json([side_index, self.texts[SIDES[side_index]][start:end]]).encode("utf-8"))
-        return digest.hexdigest()[:16]
+# --------------------------------------------------------------------------- index and plan
 
 
 class RowsDigest:
     """The rows' fingerprint (sha256 over each row's canonical [task, query, pos, neg]), fed row by row,
-    so whoever streams the rows anyway (the mix writer, the plan) hashes them on the way."""
+    so whoever streams the rows anyway (the mix writer) hashes them on the way."""
 
     def __init__(self) -> None:
         self._digest = hashlib.sha256()
@@ -105,72 +82,93 @@ class RowsDigest:
         return self._digest.hexdigest()
 
 
-def plan_teacher_pass(rows: Iterable[TrainRow], candidate_pools: Mapping[str, Sequence[str]] | None = None,
-                      batch_size: int = 256, *, fingerprint: str | None = None) -> Plan:
-    """One pass over `rows` (a list or a memory-mapped table): tasks, unique texts, units, fingerprint.
 
-    The rows are hashed (`filtering.rows_fingerprint`) only when `fingerprint` is not given.
-    """
+
+@dataclass
+class TableIndex:
+    """Where each task's rows are, without their texts."""
+
+    tasks: dict[str, np.ndarray]  # task -> int64 ascending row positions; tasks in first-appearance order
+    n_rows: int
+    n_texts: int  # queries + positives + negatives + candidate pools, with repeats (the store's dtype)
+
+    def store_dtype(self) -> str:
+        return "float16" if self.n_texts >= FLOAT16_FROM_TEXTS else "float32"
+
+
+def index_rows(rows: Sequence[TrainRow], candidate_pools: Mapping[str, Sequence[str]] | None = None) -> TableIndex:
+    """Per task its row positions: from the task column of a `RowTable` (no texts read), else from the list."""
+    if isinstance(rows, RowTable):
+        codes, names, n_texts = rows.task_codes(), rows.task_names(), rows.text_count()
+    else:
+        known: dict[str, int] = {}
+        codes = np.fromiter((known.setdefault(r.task, len(known)) for r in rows), dtype=np.int32, count=len(rows))
+        names, n_texts = list(known), sum(1 + len(r.pos) + len(r.neg) for r in rows)
     pools = candidate_pools or {}
-    building: dict[str, dict[str, Any]] = {}
-    digest = None if fingerprint else RowsDigest()
-    n_rows = 0
-    for i, row in enumerate(rows):
-        n_rows += 1
-        if digest is not None:
-            digest.add(row)
-        task = building.get(row.task)
-        if task is None:
-            pool = pools.get(row.task)
-            task = building[row.task] = {"rows": [], "queries": {}, "query_of_row": [], "pool": pool is not None,
-                                         "corpus": dict.fromkeys(pool or ()), "positives": []}
-        task["rows"].append(i)
-        queries = task["queries"]
-        task["query_of_row"].append(queries.setdefault(row.query, len(queries)))
-        corpus = task["corpus"]
-        positives = []
-        for text in row.pos:
-            if text not in corpus:
-                corpus[text] = None
-            positives.append(text)
-        if not task["pool"]:
-            for text in row.neg:
-                if text not in corpus:
-                    corpus[text] = None
-        task["positives"].append(positives)
+    n_texts += sum(len(pools[name]) for name in names if name in pools)
+    order = np.argsort(codes, kind="stable").astype(np.int64)
+    bounds = np.cumsum(np.bincount(codes, minlength=len(names)))[:-1]
+    return TableIndex(tasks=dict(zip(names, np.split(order, bounds), strict=True)), n_rows=len(codes),
+                      n_texts=int(n_texts))
 
-    ids: dict[str, dict[str, int]] = {"query": {}, "passage": {}}
-    texts: dict[str, list[str]] = {"query": [], "passage": []}
-    units: list[tuple[int, int, int]] = []
-    tasks: dict[str, TaskPlan] = {}
-    for name, task in building.items():
-        queries = list(task["queries"])
-        corpus = list(task["corpus"])
-        side_ids = {}
-        for side_index, (side, side_texts) in enumerate((("query", queries), ("passage", corpus))):
-            known, everything = ids[side], texts[side]
-            start = len(everything)
-            for text in side_texts:
-                if text not in known:
-                    known[text] = len(everything)
-                    everything.append(text)
-            units.extend((side_index, lo, min(lo + batch_size, len(everything)))
-                         for lo in range(start, len(everything), batch_size))
-            side_ids[side] = np.fromiter((known[t] for t in side_texts), dtype=np.int64, count=len(side_texts))
-        index = {t: j for j, t in enumerate(corpus)}
-        tasks[name] = TaskPlan(
-            task=name,
-            row_indices=np.asarray(task["rows"], dtype=np.int64),
-            queries=queries,
-            query_of_row=np.asarray(task["query_of_row"], dtype=np.int32),
-            corpus=corpus,
-            positives=[[index[p] for p in pos] for pos in task["positives"]],
-            query_ids=side_ids["query"],
-            corpus_ids=side_ids["passage"],
-        )
-    return Plan(tasks=tasks, texts=texts, units=units, n_rows=n_rows,
-                rows_fingerprint=fingerprint or digest.hexdigest(),  # type: ignore[union-attr]
-                batch_size=batch_size)
+
+def rows_at(rows: Sequence[TrainRow], positions: np.ndarray) -> list[TrainRow]:
+    """The rows at ascending `positions` (a table reads them through a memory map it drops afterwards)."""
+    if isinstance(rows, RowTable):
+        return rows.take(positions)
+    return [rows[int(i)] for i in positions]
+
+
+@dataclass
+class TaskPlan:
+    """One task's rows as the teacher sees them: unique queries and corpus, each row's positives."""
+
+    index: int  # the task's number (first appearance): its units' shards depend on it
+    task: str
+    row_indices: np.ndarray  # int64 [n_rows]: positions of this task's rows in the table
+    queries: list[str]  # unique queries, first appearance
+    query_of_row: np.ndarray  # int32 [n_rows]
+    corpus: list[str]  # unique corpus texts (pool first, if any), first appearance
+    positives: list[list[int]]  # per row: corpus indices of its positives
+
+    def units(self, batch_size: int) -> list[tuple[int, int, int]]:
+        """(side index, first, end) of each encoding unit, queries then passages: unit k's shard of n is
+        (index + k) % n."""
+        out = []
+        for side_index, texts in enumerate((self.queries, self.corpus)):
+            out.extend((side_index, lo, min(lo + batch_size, len(texts))) for lo in range(0, len(texts), batch_size))
+        return out
+
+    def texts(self, side_index: int) -> list[str]:
+        return self.queries if side_index == 0 else self.corpus
+
+
+def plan_task(index: int, name: str, row_indices: np.ndarray, rows: Sequence[TrainRow],
+              pool: Sequence[str] | None = None) -> TaskPlan:
+    """The plan of one task from its rows (in table order). A pool replaces the corpus; positives are
+    added after it, so each has a score."""
+    queries: dict[str, int] = {}
+    corpus: dict[str, int] = {text: 0 for text in pool or ()}
+    query_of_row = np.empty(len(rows), dtype=np.int32)
+    positive_texts = []
+    for i, row in enumerate(rows):
+        query_of_row[i] = queries.setdefault(row.query, len(queries))
+        corpus.update((text, 0) for text in row.pos if text not in corpus)
+        if pool is None:
+            corpus.update((text, 0) for text in row.neg if text not in corpus)
+        positive_texts.append(row.pos)
+    texts = list(corpus)
+    position = {text: j for j, text in enumerate(texts)}
+    return TaskPlan(index=index, task=name, row_indices=row_indices, queries=list(queries), query_of_row=query_of_row,
+                    corpus=texts, positives=[[position[p] for p in pos] for pos in positive_texts])
+
+
+def iter_task_plans(rows: Sequence[TrainRow], index: TableIndex,
+                    candidate_pools: Mapping[str, Sequence[str]] | None = None) -> Iterator[TaskPlan]:
+    """Each task's plan in turn, reading only that task's rows."""
+    pools = candidate_pools or {}
+    for t, (name, positions) in enumerate(index.tasks.items()):
+        yield plan_task(t, name, positions, rows_at(rows, positions), pools.get(name))
 
 
 # --------------------------------------------------------------------------- the embedding store
@@ -189,111 +187,104 @@ def shard_from_env() -> tuple[int, int]:
 
 
 class EmbeddingStore:
-    """Teacher vectors of one plan under `base/<store key>`: per side and shard, one `.npy` (memory-mapped)."""
+    """Teacher vectors of one table under `base/<key>`: per task and shard one `.npy` (its units' vectors,
+    in unit order), and a marker per finished shard. Keyed by teacher, rows fingerprint, candidate pools,
+    unit size and dtype, so a vector on disk is always its text's vector in its unit."""
 
-    def __init__(self, base: str | Path, plan: Plan, teacher_id: str, dtype: str | None = None) -> None:
-        self.dtype = dtype or plan.store_dtype()
-        if self.dtype not in ("float16", "float32"):
-            raise HarnessError(f"teacher pass: store dtype must be float16 or float32, got {self.dtype!r}")
-        self.folder = Path(base) / plan.store_key(teacher_id, self.dtype)
-        self.plan = plan
-        self._maps: dict[tuple[str, int], Any] = {}
-        self._layout: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self.n_shards: int | None = None
+    def __init__(self, base: str | Path, teacher_id: str, fingerprint: str, batch_size: int, dtype: str,
+                 candidate_pools: Mapping[str, Sequence[str]] | None = None) -> None:
+        if dtype not in ("float16", "float32"):
+            raise HarnessError(f"teacher pass: store dtype must be float16 or float32, got {dtype!r}")
+        pools = None if candidate_pools is None else {t: list(p) for t, p in candidate_pools.items()}
+        key = content_hash({"format": STORE_FORMAT, "teacher": teacher_id, "rows": fingerprint, "pools": pools,
+                            "batch_size": batch_size, "dtype": dtype})
+        self.folder = Path(base) / key[:16]
+        self.dtype = dtype
+        self.batch_size = batch_size
 
-    def path(self, side: str, shard: int, n_shards: int) -> Path:
-        return self.folder / f"{side}.{shard:05d}-of-{n_shards:05d}.npy"
+    def path(self, task_index: int, shard: int, n_shards: int) -> Path:
+        return self.folder / f"task-{task_index:05d}.{shard:05d}-of-{n_shards:05d}.npy"
 
-    def shard_done(self, shard: int, n_shards: int) -> bool:
-        return all(self.path(side, shard, n_shards).is_file() for side in SIDES)
+    def _marker(self, shard: int, n_shards: int) -> Path:
+        return self.folder / f"shard-{shard:05d}-of-{n_shards:05d}.done"
 
     def complete(self, prefer: int = 1) -> int | None:
-        """A shard count whose files are all present (`prefer` first), or None."""
-        counts = [prefer] + sorted({int(p.name.split("-of-")[1][:5]) for p in self.folder.glob("query.*-of-*.npy")})
+        """A shard count whose shards have all finished (`prefer` first), or None."""
+        counts = [prefer] + sorted({int(p.name.split("-of-")[1][:5]) for p in self.folder.glob("shard-*-of-*.done")})
         for n in counts:
-            if all(self.shard_done(s, n) for s in range(n)):
+            if all(self._marker(s, n).is_file() for s in range(n)):
                 return n
         return None
 
-    def encode(self, embed: EmbedFn, shard: int = 0, n_shards: int = 1, *, bar: Any = None) -> int:
-        """Encode this shard's units (skipped if its files exist); returns the texts it encoded."""
+    def encode_task(self, plan: TaskPlan, embed: EmbedFn, shard: int = 0, n_shards: int = 1) -> int:
+        """Encode this shard's units of one task (skipped if its file exists); returns the texts encoded."""
         if not 0 <= shard < n_shards:
             raise HarnessError(f"teacher pass: shard {shard} is not in [0, {n_shards})")
-        if self.shard_done(shard, n_shards):
+        mine = [u for k, u in enumerate(plan.units(self.batch_size)) if (plan.index + k) % n_shards == shard]
+        final = self.path(plan.index, shard, n_shards)
+        if not mine or final.is_file():
             return 0
+        vectors = [_checked(embed(plan.texts(s)[lo:hi], SIDES[s]), SIDES[s], hi - lo).astype(self.dtype)
+                   for s, lo, hi in mine]
         self.folder.mkdir(parents=True, exist_ok=True)
-        encoded = 0
-        for side_index, side in enumerate(SIDES):
-            mine = [(lo, hi) for u, (s, lo, hi) in enumerate(self.plan.units) if s == side_index and u % n_shards == shard]
-            total = sum(hi - lo for lo, hi in mine)
-            final = self.path(side, shard, n_shards)
-            tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-            out = None
-            row = 0
-            try:
-                for lo, hi in mine:
-                    vecs = _checked(embed(self.plan.texts[side][lo:hi], side), side, hi - lo)
-                    if out is None:
-                        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.dtype, shape=(total, vecs.shape[1]))
-                    out[row : row + len(vecs)] = vecs
-                    row += len(vecs)
-                    if bar is not None:
-                        bar.update(len(vecs))
-                if out is None:  # no unit of this side here; a file handle, or np.save appends ".npy"
-                    with tmp.open("wb") as handle:
-                        np.save(handle, np.zeros((0, 0), dtype=self.dtype))
-                else:
-                    out.flush()
-                    del out
-                os.replace(tmp, final)
-            finally:
-                tmp.unlink(missing_ok=True)
-            encoded += total
-        return encoded
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        try:
+            with tmp.open("wb") as handle:  # a handle: np.save would append ".npy" to the name
+                np.save(handle, np.concatenate(vectors))
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return sum(hi - lo for _, lo, hi in mine)
 
-    def _side_layout(self, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per unit of `side`: first global id, shard, row of that first id in the shard's file."""
-        if side not in self._layout:
-            n = self.n_shards or 1
-            side_index = SIDES.index(side)
-            starts, shards, locals_ = [], [], []
-            filled = [0] * n
-            for u, (s, lo, hi) in enumerate(self.plan.units):
-                if s != side_index:
-                    continue
-                starts.append(lo)
-                shards.append(u % n)
-                locals_.append(filled[u % n])
-                filled[u % n] += hi - lo
-            self._layout[side] = (np.asarray(starts, dtype=np.int64), np.asarray(shards, dtype=np.int64),
-                                  np.asarray(locals_, dtype=np.int64))
-        return self._layout[side]
+    def finish(self, shard: int, n_shards: int) -> None:
+        """Mark shard `shard` of `n_shards` done (every task encoded)."""
+        from harness import atomic
 
-    def open(self, n_shards: int) -> None:
-        self.n_shards = n_shards
-        self._maps.clear()
-        self._layout.clear()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(self._marker(shard, n_shards), "done\n")
 
-    def vectors(self, side: str, ids: np.ndarray) -> np.ndarray:
-        """float32 vectors of global ids `ids` (any order), read from the memory-mapped shards."""
-        if self.n_shards is None:
-            raise HarnessError(f"{self.folder}: embedding store not opened")
-        starts, shards, locals_ = self._side_layout(side)
+    def task_vectors(self, plan: TaskPlan, n_shards: int) -> TaskVectors:
+        return TaskVectors(self, plan, n_shards)
+
+
+class TaskVectors:
+    """One task's float32 vectors by (side, local index), read from its shards' memory-mapped files;
+    the maps close when this object goes (mapped pages count as the process's memory while open)."""
+
+    def __init__(self, store: EmbeddingStore, plan: TaskPlan, n_shards: int) -> None:
+        self._store, self._plan, self._n = store, plan, n_shards
+        self._maps: dict[int, np.ndarray] = {}
+        filled = [0] * n_shards
+        layout: dict[int, list[tuple[int, int, int]]] = {0: [], 1: []}
+        for k, (side_index, lo, hi) in enumerate(plan.units(store.batch_size)):
+            shard = (plan.index + k) % n_shards
+            layout[side_index].append((lo, shard, filled[shard]))
+            filled[shard] += hi - lo
+        self._layout = {s: tuple(np.asarray(col, dtype=np.int64) for col in zip(*units, strict=True))
+                        for s, units in layout.items() if units}
+
+    def __call__(self, side: Side, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
+        side_index = SIDES.index(side)
+        if side_index not in self._layout or not len(ids):
+            return np.zeros((len(ids), 1), dtype=np.float32)
+        starts, shards, locals_ = self._layout[side_index]
         unit = np.searchsorted(starts, ids, side="right") - 1
-        shard_of = shards[unit]
-        row_of = locals_[unit] + ids - starts[unit]
+        shard_of, row_of = shards[unit], locals_[unit] + ids - starts[unit]
         out: np.ndarray | None = None
-        for s in np.unique(shard_of):
-            key = (side, int(s))
-            if key not in self._maps:
-                self._maps[key] = np.load(self.path(side, int(s), self.n_shards), mmap_mode="r")
-            data = self._maps[key]
+        for s in np.unique(shard_of).tolist():
+            if s not in self._maps:
+                path = self._store.path(self._plan.index, s, self._n)
+                if not path.is_file():
+                    raise HarnessError(f"{path}: teacher vectors missing (was shard {s + 1}/{self._n} run to the end?)")
+                self._maps[s] = np.load(path, mmap_mode="r")
+            data = self._maps[s]
             if out is None:
                 out = np.empty((len(ids), data.shape[1]), dtype=np.float32)
             mask = shard_of == s
             out[mask] = data[row_of[mask]]
-        return out if out is not None else np.zeros((0, 1), dtype=np.float32)
+        assert out is not None
+        return out
 
 
 def _checked(vecs: Any, side: str, n: int) -> np.ndarray:

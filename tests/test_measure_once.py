@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from harness.config import VariantConfig
 from harness.lengths import load_tokenizer, plan_lengths, source_rows_preview, token_counts, training_lengths
 from harness.recipe import load_recipe
@@ -77,3 +79,47 @@ variants:
     tasks = task_revisions(recipe)
     assert sorted(tasks) == ["HarnessCLDRBitextMining", "HarnessFEBRLRecordSTS"]
     assert sorted(tasks["HarnessCLDRBitextMining"][0].hf_subsets) == ["eng-amh", "eng-hau"]
+
+
+def _group(name: str, config: VariantConfig, query: list[int], passage: list[int]) -> object:
+    from harness.lengths import PlanGroup, summarize
+
+    training = {"stdlib-code": {"rows": 10, "query": summarize(query, config.model.query_max_length),
+                        "passage": summarize(passage, config.model.passage_max_length)}}
+    return PlanGroup([name], config, [], {"training": training, "eval": {}}, "test", 10, 0.0)
+
+
+@pytest.mark.slow
+def test_one_probe_per_model_and_training_settings(monkeypatch, tmp_path: Path) -> None:  # noqa: ANN001
+    """Variants that differ only in their data share one calibration probe, each at its own lengths;
+    other training settings get their own probe."""
+    from harness import estimates
+
+    monkeypatch.setenv("HARNESS_MACHINE_CACHE", str(tmp_path / "machine"))
+    config = VariantConfig.model_validate({"model": {"backbone": "tiny-qwen2", "query_max_length": 16,
+                                                     "passage_max_length": 32},
+                                           "data": {"sources": {"stdlib-code": {}}},
+                                           "train": {"batch_size": 4, "bf16": False}})
+    short = _group("short", config, [4] * 9 + [8], [10] * 9 + [20])
+    other_data = config.model_copy(deep=True)
+    other_data.data.sources["stdlib-code"].weight = 0.5
+    long = _group("long", other_data, [12] * 10, [30] * 10)
+    probes: list[tuple] = []
+    real_probe = estimates.measure_throughput
+
+    def counted(*args):  # noqa: ANN002, ANN202
+        probes.append(args[1:])
+        return real_probe(*args)
+
+    monkeypatch.setattr(estimates, "measure_throughput", counted)
+    out = estimates.sweep_estimates([short, long], 1, None)
+    assert len(probes) == 1 and probes[0][:2] == (8.0, 20.0)  # short's padded lengths (p95s)
+    padded_rate, _ = estimates.calibrate(config, 8.0, 20.0, 0)  # the machine cache: no new steps
+    # each variant: the probe's rate per padded token x its own real / padded tokens per example
+    assert out["short"].tokens_per_second == padded_rate * (4.4 + 11.0) / (8 + 20)
+    assert out["long"].tokens_per_second == padded_rate * (12 + 30) / (12 + 30)
+    assert "of short (same model" in out["long"].throughput_source
+    bigger = config.model_copy(deep=True)
+    bigger.train.batch_size = 8
+    estimates.sweep_estimates([short, _group("bigger", bigger, [4] * 10, [10] * 10)], 1, None)
+    assert len(probes) == 2  # short read the machine cache; bigger is another training setting

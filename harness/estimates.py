@@ -88,19 +88,33 @@ def _weighted(training: dict[str, Any], side: str, shares: dict[str, float], pad
     return sum(shares.get(s, 0.0) * value(entry[side]) for s, entry in training.items()) / total
 
 
-def calibrated_rate(config: VariantConfig, lengths: dict[str, Any], negatives: float) -> tuple[float, float]:
+def calibrated_rate(config: VariantConfig, lengths: dict[str, Any], negatives: float,
+                    probe: tuple[float, float] | None = None) -> tuple[float, float]:
     """(training tokens/s, warm-up s) here. The probe's texts have the padded lengths (a batch is
     padded to its longest text, about the p95), so its examples/s is what real batches run at;
-    the rate is returned per *real* token (mean lengths after truncation)."""
+    the rate is returned per *real* token (mean lengths after truncation).
+
+    `probe`: (tokens/s at padded lengths, warm-up s) already measured for the same model and
+    training settings at other lengths (another variant's data): a padded token costs the same
+    there, so this variant's rate follows from its own real/padded ratio without new steps."""
     training = lengths.get("training") or {}
     shares = source_shares(config, training)
     passages = 1.0 + negatives
     q, p = _weighted(training, "query", shares), _weighted(training, "passage", shares)
     q_pad = _weighted(training, "query", shares, padded=True)
     p_pad = _weighted(training, "passage", shares, padded=True)
-    rate, warmup = calibrate(config, q_pad, p_pad, round(negatives))
+    rate, warmup = probe or calibrate(config, q_pad, p_pad, round(negatives))
     per_example_real, per_example_padded = q + passages * p, q_pad + passages * p_pad
     return rate * per_example_real / per_example_padded if per_example_padded else rate, warmup
+
+
+def probe_rate(config: VariantConfig, lengths: dict[str, Any], negatives: float) -> tuple[float, float]:
+    """The probe behind `calibrated_rate`: (tokens/s at the padded lengths, warm-up s), cached per machine."""
+    training = lengths.get("training") or {}
+    shares = source_shares(config, training)
+    q_pad = _weighted(training, "query", shares, padded=True)
+    p_pad = _weighted(training, "passage", shares, padded=True)
+    return calibrate(config, q_pad, p_pad, round(negatives))
 
 
 def source_shares(config: VariantConfig, training: dict[str, Any]) -> dict[str, float]:
@@ -223,23 +237,27 @@ def estimate_lines(e: Estimate) -> list[str]:
 
 def sweep_estimates(groups: list[Any], seeds: int, throughput: float | None) -> dict[str, Estimate]:
     """Per variant: its estimate; a throughput given is used as is, else each distinct (model,
-    train) setting is calibrated once here."""
+    train) setting is calibrated once here (variants that differ only in their data reuse that
+    probe's rate per padded token, at their own lengths: calibrated_rate)."""
     from harness.hashing import content_hash
 
-    calibrated: dict[str, tuple[float, float]] = {}
+    probes: dict[str, tuple[tuple[float, float], str]] = {}  # (model, train) -> (probe, first variant)
     out: dict[str, Estimate] = {}
     for group in groups:
         config = group.config
         if throughput:
             rate, warmup, source = throughput, 0.0, "given with --throughput"
         else:
-            key = content_hash({"model": config.model.model_dump(mode="json"), "lengths": group.lengths["training"],
-                                "n": group.negatives_per_row,
+            key = content_hash({"model": config.model.model_dump(mode="json"),
                                 "train": config.train.model_dump(mode="json", exclude={"seed"})})
-            if key not in calibrated:
-                calibrated[key] = calibrated_rate(config, group.lengths, group.negatives_per_row)
-            rate, warmup = calibrated[key]
-            source = f"calibrated here: {CALIBRATION_STEPS} training steps of this variant"
+            if key not in probes:
+                probe = probe_rate(config, group.lengths, group.negatives_per_row)
+                probes[key] = (probe, group.names[0])
+                source = f"calibrated here: {CALIBRATION_STEPS} training steps of this variant"
+            else:
+                source = (f"calibrated here: {CALIBRATION_STEPS} training steps of {probes[key][1]} (same model and "
+                          "training settings), at this variant's lengths")
+            rate, warmup = calibrated_rate(config, group.lengths, group.negatives_per_row, probe=probes[key][0])
         e = estimate(config, group.lengths, rows=group.rows, negatives_per_row=group.negatives_per_row,
                      tokens_per_second=rate, source=source, warmup_seconds=warmup)
         for name in group.names:

@@ -11,8 +11,11 @@ keeps 95 %. The counts also feed the compute estimates (harness/estimates.py).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,14 +69,29 @@ def _transformers_errors_only() -> Iterator[None]:
         hf_logging.set_verbosity(level)
 
 
+# Counts already measured, per tokenizer object (weakly held: a dropped tokenizer takes its counts
+# with it, and a new object at the same address never sees them) and per exact list of texts.
+_COUNTS: weakref.WeakKeyDictionary[Any, dict[str, list[int]]] = weakref.WeakKeyDictionary()
+
+
 def token_counts(tokenizer: Any, texts: Sequence[str]) -> list[int]:
-    """Tokens per text as the model gets them (special tokens included), untruncated."""
-    counts: list[int] = []
-    with _transformers_errors_only():
-        for start in range(0, len(texts), 512):
-            batch = tokenizer(list(texts[start:start + 512]), add_special_tokens=True, truncation=False)
-            counts.extend(len(ids) for ids in batch["input_ids"])
-    return counts
+    """Tokens per text as the model gets them (special tokens included), untruncated.
+
+    Memoised per (tokenizer, texts): a recipe's variants mostly read the same sources and tasks,
+    and tokenising them again for every variant was most of the cost of measuring lengths."""
+    key = hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode("utf-8")).hexdigest()
+    try:
+        memo = _COUNTS.setdefault(tokenizer, {})
+    except TypeError:  # a tokenizer that cannot be weakly referenced or hashed: measured every time
+        memo = {}
+    if key not in memo:
+        counts: list[int] = []
+        with _transformers_errors_only():
+            for start in range(0, len(texts), 512):
+                batch = tokenizer(list(texts[start:start + 512]), add_special_tokens=True, truncation=False)
+                counts.extend(len(ids) for ids in batch["input_ids"])
+        memo[key] = counts
+    return list(memo[key])
 
 
 def _percentile(sorted_counts: list[int], q: float) -> int:
@@ -152,11 +170,15 @@ def training_lengths(config: VariantConfig, rows: Iterable[TrainRow]) -> dict[st
     return out
 
 
-def source_rows_preview(config: VariantConfig) -> tuple[list[TrainRow], str, dict[str, str]]:
+def source_rows_preview(config: VariantConfig, memo: dict[str, Any] | None = None
+                        ) -> tuple[list[TrainRow], str, dict[str, str]]:
     """Rows to measure before a run: the cached mix when it exists, else up to `SAMPLE` rows read
     from each active source (cheap; the dry-run never builds the mix). A source that cannot be read
     here (a Hub dataset offline) is reported by name, not raised: a dry-run still shows the rest,
-    and a real run stops on it where the data stage reads it."""
+    and a real run stops on it where the data stage reads it.
+
+    `memo` (one per `plan_lengths` call) keeps each source's rows by its name and full settings, so
+    variants that share a source read it once; the rows are shared, read-only."""
     from harness.data.mix import iter_source, mix_dir
     from harness.data.table import RowTable
     from harness.errors import HarnessError
@@ -169,14 +191,25 @@ def source_rows_preview(config: VariantConfig) -> tuple[list[TrainRow], str, dic
     for name, source in sorted(config.data.sources.items()):
         if source.weight <= 0:
             continue
-        try:
-            for i, row in enumerate(iter_source(name, source)):
-                if i >= SAMPLE:
-                    break
-                row.source = row.source or name
-                rows.append(row)
-        except HarnessError as exc:
-            unread[name] = f"not measured: {exc}"
+        key = json.dumps([name, source.model_dump(mode="json")], sort_keys=True)
+        if memo is None or key not in memo:
+            read: list[TrainRow] = []
+            problem = None
+            try:
+                for i, row in enumerate(iter_source(name, source)):
+                    if i >= SAMPLE:
+                        break
+                    row.source = row.source or name
+                    read.append(row)
+            except HarnessError as exc:  # the rows read before it still count, as before
+                problem = f"not measured: {exc}"
+            if memo is None:
+                memo = {}
+            memo[key] = (read, problem)
+        read, problem = memo[key]
+        rows += read
+        if problem is not None:
+            unread[name] = problem
     return rows, f"up to {SAMPLE} rows read from each source (the mix is not built yet)", unread
 
 
@@ -338,13 +371,14 @@ def plan_lengths(configs: dict[str, tuple[VariantConfig, list[str]]], tasks: dic
     from harness.hashing import content_hash
 
     groups: dict[str, PlanGroup] = {}
+    previews: dict[str, Any] = {}  # each source read once for all groups (source_rows_preview)
     for name, (config, task_names) in configs.items():
         key = content_hash({"model": config.model.model_dump(mode="json"),
                             "data": config.data.model_dump(mode="json"), "tasks": sorted(task_names)})
         if key in groups:
             groups[key].names.append(name)
             continue
-        rows, where, unread = source_rows_preview(config)
+        rows, where, unread = source_rows_preview(config, previews)
         lengths = {"training": {**training_lengths(config, rows), **{n: {"error": e} for n, e in unread.items()}},
                    "eval": eval_lengths_memo(config.model, {t: tasks[t] for t in task_names})}
         cap = config.data.hard_negatives

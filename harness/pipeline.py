@@ -60,17 +60,21 @@ def variant_dir(recipe: Recipe, variant: Variant, results_root: Path) -> Path:
 
 
 def task_revisions(recipe: Recipe) -> dict[str, tuple[Any, str]]:
-    """Resolve each task named by any variant once: (task object, data revision)."""
+    """Resolve each task named by any variant once: (task object, data revision). Variants with the
+    same eval settings (the usual case) share one resolution: building a harness task builds its data."""
     from harness.errors import HarnessError
     from harness.evaluate.resolve import eval_revision, resolve_tasks
 
     tasks: dict[str, tuple[Any, str]] = {}
+    by_eval: dict[str, dict[str, Any]] = {}
     for variant in recipe.variants:
+        settings = json.dumps(variant.config.eval.model_dump(mode="json"), sort_keys=True)
         try:
-            resolved = resolve_tasks(variant.config.eval)
+            if settings not in by_eval:
+                by_eval[settings] = resolve_tasks(variant.config.eval)
         except HarnessError as exc:  # name the recipe and variant, as load-time errors do
             raise HarnessError(f"{recipe.path}: variant {variant.name!r}: {exc}") from None
-        for name, task in resolved.items():
+        for name, task in by_eval[settings].items():
             seen = tasks.setdefault(name, (task, eval_revision(task)))
             if seen[1] != eval_revision(task):
                 raise HarnessError(f"{recipe.path}: variant {variant.name!r} evaluates other subsets of {name} "

@@ -30,6 +30,16 @@ if not os.environ.get(_SESSION_ENV):  # the pytest process itself
     # stdlib parse): one copy for the whole session, shared by every fresh stage cache.
     os.environ["HARNESS_MACHINE_CACHE"] = str(Path(os.environ["HARNESS_CACHE"]) / "machine")
 
+# Threads: the tests run tiny models on tiny batches, where a second intra-op thread costs more in
+# synchronisation than it gains (on a busy 2-core machine, tiny batches ran ~30x slower with two).
+# So each test process (and every process it spawns, through the environment) gets its share of
+# the cores: all of them split over pytest-xdist's workers, one per worker on a 2-core machine.
+# Set before torch is imported; a value the user exported wins.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_THREADS = str(max(1, len(os.sched_getaffinity(0)) // max(1, _WORKERS)))
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, _THREADS)
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -81,3 +91,19 @@ def tiny_column_task(folder: Path, name: str) -> Path:
     write(folder / "matches.csv", "query_id,candidate_id\nq1,saus/2020.csv:County\n"
                                   "q2,saus/2020.csv:Pop. 2020\nq3,saus/2020.csv:State code\n")
     return folder
+
+
+@pytest.fixture
+def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every tracker offline and under tmp_path, as a run of variant `tiny/base` seed 0."""
+    from harness.train.trackers import tracking_env
+
+    root = tmp_path / "tracking"
+    monkeypatch.setenv("HARNESS_TRACKING_DIR", str(root))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("TRACKIO_DIR", str(root / "trackio"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for key, value in tracking_env("tiny", "base", 0, "d" * 12, "t" * 12).items():
+        monkeypatch.setenv(key, value)
+    return root

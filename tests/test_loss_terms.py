@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 
 from harness.config import TrainConfig, VariantConfig
-from harness.data.mix import build_mix
 from harness.train.distributed import World, mean_over_ranks, means_over_ranks
 from harness.train.loss import (
     LossTerms,
@@ -31,6 +30,7 @@ from harness.train.loss import (
 )
 from harness.train.step import TrainStep
 
+from .test_trackers import _train
 from .test_train import _free_port
 
 TAU = 0.05
@@ -191,23 +191,6 @@ BOTH = {"matryoshka": {"dims": [64, 32, 16], "weights": [1.0, 0.3, 0.1]}, "focal
         "gradient_accumulation": 2}
 
 
-@pytest.fixture
-def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from harness.train.trackers import tracking_env
-
-    root = tmp_path / "tracking"
-    monkeypatch.setenv("HARNESS_TRACKING_DIR", str(root))
-    for key, value in tracking_env("tiny", "base", 0, "d" * 12, "t" * 12).items():
-        monkeypatch.setenv(key, value)
-    return root
-
-
-def _train(config: VariantConfig, out: Path) -> list[dict]:
-    from harness.train.loop import train
-
-    rows, _ = build_mix(config.data)
-    log, _ = train(config, rows, out, show_progress=False)
-    return log
 
 
 def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:

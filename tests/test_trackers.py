@@ -14,7 +14,7 @@ import pytest
 from harness.config import VariantConfig
 from harness.data.mix import build_mix
 from harness.train.loop import train
-from harness.train.trackers import RUN_ENV, tracking_env
+from harness.train.trackers import RUN_ENV
 
 FIELDS = {"step", "loss", "lr", "grad_norm", "examples_per_second", "tokens_per_second", "memory_mb"}
 
@@ -25,19 +25,6 @@ def _config(report_to: list[str]) -> VariantConfig:
         "data": {"total_rows": 32, "sources": {"cldr-bitext": {"langs": ["yo", "am"]}}},
         "train": {"batch_size": 4, "steps": 3, "lr": 1e-3, "log_every": 1, "bf16": False, "report_to": report_to},
     })
-
-
-@pytest.fixture
-def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "tracking"
-    monkeypatch.setenv("HARNESS_TRACKING_DIR", str(root))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("TRACKIO_DIR", str(root / "trackio"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    for key, value in tracking_env("tiny", "base", 0, "d" * 12, "t" * 12).items():
-        monkeypatch.setenv(key, value)
-    return root
 
 
 def _train(config: VariantConfig, out: Path) -> list[dict]:

@@ -106,7 +106,7 @@ def test_ablate_end_to_end_then_cache_hit(tmp_path: Path, fresh_cache: Path, cap
 
     # change one axis value: data stays cached, only train + eval re-run for the changed variant
     write(recipe, TINY.replace("lr: 1.0e-3", "lr: 2.0e-3"))
-    assert main(["ablate", str(recipe), "--dry-run", "--results", str(results)]) == 0
+    assert main(["ablate", str(recipe), "--dry-run", "--no-lengths", "--results", str(results)]) == 0
     dry = capsys.readouterr().out
     assert dry.count("cached: data yes") == 2 and dry.count("train no") == 2
     assert _ablate(recipe, results, board) == 0
@@ -134,7 +134,7 @@ def test_same_seed_same_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_dry_run_lists_variants_without_running(tmp_path: Path, fresh_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
     recipe = write(tmp_path / "tiny.yaml", TINY)
-    assert main(["ablate", str(recipe), "--dry-run", "--results", str(tmp_path / "r")]) == 0
+    assert main(["ablate", str(recipe), "--dry-run", "--no-lengths", "--results", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert "base  [seed 0]  hash " in out and "cldr-bitext.weight=0  [seed 0]" in out
     assert "overrides: data.sources.cldr-bitext.weight=0.0" in out

@@ -181,7 +181,7 @@ base:
   data: {sources: {hub: {kind: hf-dataset, dataset: org/absent-data}}}
   eval: {tasks: [HarnessCodeRetrieval]}
 """)
-    assert main(["ablate", str(recipe), "--dry-run", "--results", str(tmp_path / "r"), "--no-leaderboard"]) == 0
+    assert main(["ablate", str(recipe), "--dry-run", "--no-lengths", "--results", str(tmp_path / "r"), "--no-leaderboard"]) == 0
     captured = capsys.readouterr()
     assert captured.err.count("warning: dataset 'org/absent-data'") == 1
     assert main(["ablate", str(recipe), "--results", str(tmp_path / "r"), "--no-leaderboard"]) != 0

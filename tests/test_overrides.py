@@ -86,7 +86,7 @@ def test_bad_override_is_one_error_naming_the_key(item: str, expected: str,
 
 
 def test_dry_run_prints_overrides_after_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["ablate", str(QUICKSTART), "--dry-run", "--results", str(tmp_path / "r"), "train.steps=3",
+    assert main(["ablate", str(QUICKSTART), "--dry-run", "--no-lengths", "--results", str(tmp_path / "r"), "train.steps=3",
                  "data.sources.new-code.kind=stdlib-code"]) == 0
     out = capsys.readouterr().out
     assert "command-line overrides of the base: train.steps=3 data.sources.new-code.kind=stdlib-code" in out

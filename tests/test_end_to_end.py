@@ -121,7 +121,7 @@ def test_same_seed_same_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     for attempt in ("a", "b"):
         monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / f"cache-{attempt}"))
         results = tmp_path / f"results-{attempt}"
-        assert _ablate(recipe, results, tmp_path / f"lb-{attempt}.md", "--no-leaderboard") == 0
+        assert _ablate(recipe, results, tmp_path / f"lb-{attempt}.md", "--no-leaderboard", "--no-lengths") == 0
         run = results / "det" / "base" / "seed-0"
         # the log's deterministic fields (examples/s, tokens/s and memory are wall-clock measurements)
         log = [{k: e[k] for k in ("step", "loss", "lr", "grad_norm")}

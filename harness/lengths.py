@@ -11,8 +11,6 @@ keeps 95 %. The counts also feed the compute estimates (harness/estimates.py).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
 import weakref
@@ -22,6 +20,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from harness.hashing import content_hash
 from harness.report.formatting import table_rows
 
 if TYPE_CHECKING:
@@ -79,7 +78,7 @@ def token_counts(tokenizer: Any, texts: Sequence[str]) -> list[int]:
 
     Memoised per (tokenizer, texts): a recipe's variants mostly read the same sources and tasks,
     and tokenising them again for every variant was most of the cost of measuring lengths."""
-    key = hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode("utf-8")).hexdigest()
+    key = content_hash(list(texts), length=64)
     try:
         memo = _COUNTS.setdefault(tokenizer, {})
     except TypeError:  # a tokenizer that cannot be weakly referenced or hashed: measured every time
@@ -179,6 +178,7 @@ def source_rows_preview(config: VariantConfig, memo: dict[str, Any] | None = Non
 
     `memo` (one per `plan_lengths` call) keeps each source's rows by its name and full settings, so
     variants that share a source read it once; the rows are shared, read-only."""
+    memo = {} if memo is None else memo
     from harness.data.mix import iter_source, mix_dir
     from harness.data.table import RowTable
     from harness.errors import HarnessError
@@ -191,8 +191,8 @@ def source_rows_preview(config: VariantConfig, memo: dict[str, Any] | None = Non
     for name, source in sorted(config.data.sources.items()):
         if source.weight <= 0:
             continue
-        key = json.dumps([name, source.model_dump(mode="json")], sort_keys=True)
-        if memo is None or key not in memo:
+        key = content_hash([name, source.model_dump(mode="json")])
+        if key not in memo:
             read: list[TrainRow] = []
             problem = None
             try:
@@ -203,8 +203,6 @@ def source_rows_preview(config: VariantConfig, memo: dict[str, Any] | None = Non
                     read.append(row)
             except HarnessError as exc:  # the rows read before it still count, as before
                 problem = f"not measured: {exc}"
-            if memo is None:
-                memo = {}
             memo[key] = (read, problem)
         read, problem = memo[key]
         rows += read

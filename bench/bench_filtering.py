@@ -26,9 +26,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.data.filtering import apply_filter, cached_teacher_pass, exact_top_k, teacher_pass  # noqa: E402
+from harness.data.filtering import apply_filter, cached_teacher_pass, teacher_pass  # noqa: E402
 from harness.data.rows import TrainRow  # noqa: E402
-
+from harness.data.teacher import exact_top_k  # noqa: E402
 
 
 def stdlib_rows(limit: int) -> list[TrainRow]:

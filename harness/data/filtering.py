@@ -304,13 +304,6 @@ def _rank_task(plan: Any, vectors: Any, depth: int, chunk: int = 65_536) -> Task
     )
 
 
-def exact_top_k(queries: np.ndarray, corpus: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product top-k, ties by corpus index (see `harness.data.teacher.blocked_top_k`)."""
-    from harness.data.teacher import exact_top_k as top_k
-
-    return top_k(queries, corpus, k)
-
-
 def _best_positive_rank(top_indices: np.ndarray, query_of_row: np.ndarray, pos_lists: list[list[int]],
                         chunk: int = 4096) -> np.ndarray:
     """0-based rank of each row's best-ranked positive within its top list (depth when absent)."""

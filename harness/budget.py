@@ -18,11 +18,10 @@ def instruction_budget(model: ModelConfig, instruction_rows: Mapping[str, int]) 
     """Per distinct training instruction: rows carrying it and query tokens left; warnings if short."""
     if not model.instructions or not instruction_rows:
         return {"query_max_length": model.query_max_length, "instructions": [], "warnings": []}
-    from transformers import AutoTokenizer
-
     from harness.backbones import resolve_path
+    from harness.backbones.tokenizer_cache import load_tokenizer_from
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_path(model.backbone), trust_remote_code=model.trust_remote_code)
+    tokenizer = load_tokenizer_from(resolve_path(model.backbone), trust_remote_code=model.trust_remote_code)
     entries, warnings = [], []
     for instruction, rows in sorted(instruction_rows.items()):
         left = query_tokens_left(tokenizer, model.instruction_template, instruction, model.query_max_length)

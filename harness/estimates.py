@@ -101,7 +101,7 @@ def calibrated_rate(config: VariantConfig, lengths: dict[str, Any], negatives: f
     shares = source_shares(config, training)
     passages = 1.0 + negatives
     q, p = _weighted(training, "query", shares), _weighted(training, "passage", shares)
-    q_pad, p_pad = _padded_lengths(config, lengths)
+    q_pad, p_pad = padded_lengths(config, lengths)
     rate, warmup = probe or probe_rate(config, lengths, negatives)
     per_example_real, per_example_padded = q + passages * p, q_pad + passages * p_pad
     return rate * per_example_real / per_example_padded if per_example_padded else rate, warmup
@@ -109,10 +109,10 @@ def calibrated_rate(config: VariantConfig, lengths: dict[str, Any], negatives: f
 
 def probe_rate(config: VariantConfig, lengths: dict[str, Any], negatives: float) -> tuple[float, float]:
     """The probe behind `calibrated_rate`: (tokens/s at the padded lengths, warm-up s), cached per machine."""
-    return calibrate(config, *_padded_lengths(config, lengths), round(negatives))
+    return calibrate(config, *padded_lengths(config, lengths), round(negatives))
 
 
-def _padded_lengths(config: VariantConfig, lengths: dict[str, Any]) -> tuple[float, float]:
+def padded_lengths(config: VariantConfig, lengths: dict[str, Any]) -> tuple[float, float]:
     """(query, passage) tokens a training batch is padded to, weighted by each source's share of the rows."""
     training = lengths.get("training") or {}
     shares = source_shares(config, training)

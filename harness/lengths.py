@@ -17,7 +17,6 @@ import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from harness.hashing import content_hash
@@ -43,15 +42,13 @@ def tokenizer_spec(spec: str) -> str:
     return spec
 
 
-@cache
 def load_tokenizer(spec: str, trust_remote_code: bool = False) -> Any:
-    """The tokenizer alone (no weights), as the backbone loader would configure it."""
-    from transformers import AutoTokenizer
-
+    """The tokenizer alone (no weights), loaded once per process (harness.backbones.tokenizer_cache)."""
     from harness.backbones import resolve_path
+    from harness.backbones.tokenizer_cache import load_tokenizer_from
 
     with _transformers_errors_only():
-        return AutoTokenizer.from_pretrained(resolve_path(tokenizer_spec(spec)), trust_remote_code=trust_remote_code)
+        return load_tokenizer_from(resolve_path(tokenizer_spec(spec)), trust_remote_code=trust_remote_code)
 
 
 @contextmanager

@@ -74,12 +74,14 @@ def load_backbone(spec: str, *, trust_remote_code: bool = False) -> Backbone:
     that differs per device and Hub state. A benchmark's model must be the model's own layers.
     """
     import torch
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel
+
+    from harness.backbones.tokenizer_cache import load_tokenizer_from
 
     source = resolve_path(spec)
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer_from(source, trust_remote_code=trust_remote_code)
         model = AutoModel.from_pretrained(source, config=config, trust_remote_code=trust_remote_code,
                                           dtype=torch.float32, use_kernels=False)
     except OSError as exc:

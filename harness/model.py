@@ -1,8 +1,8 @@
 """The embedder: backbone + pooling + normalisation + query-side instructions.
 
 Training and evaluation share this one module, so the vectors mteb scores are exactly the
-vectors the loss saw. `save()` writes a sentence-transformers folder built from
-sentence-transformers' own modules, so `SentenceTransformer(path)` reproduces our embeddings.
+vectors the loss saw. `save()` writes a sentence-transformers folder, so `SentenceTransformer(path)` reproduces our
+embeddings.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ class Embedder(torch.nn.Module):
         return [copy.deepcopy(self).to(device) for device in devices]
 
     def save(self, path: str | Path, matryoshka_dims: list[int] | None = None, dtype: str = "float32") -> None:
-        """Write a Hugging Face + sentence-transformers folder (ST's own module classes).
+        """Write a Hugging Face + sentence-transformers folder (harness.st_folder's module files).
 
         The folder also records the harness's embedder settings (`harness_embedder.json`) and
         KaLM's retrieval query prompt under the name "query". Bidirectional decoders are the one
@@ -201,15 +201,11 @@ class Embedder(torch.nn.Module):
 
         The tokenizer is saved without its chat template: sentence-transformers >= 6 infers a
         "message" modality from one and wraps every input in it (Qwen's "<|im_start|>system…"),
-        which is not how the harness embeds. `dtype` is the stored weights' dtype (float32 keeps
-        the trained weights exactly; bfloat16 halves the folder).
+        which is not how the harness embeds. Its padding side travels in its tokenizer_config.json.
+        `dtype` is the stored weights' dtype (float32 keeps the trained weights exactly; bfloat16
+        halves the folder).
         """
-        from sentence_transformers import SentenceTransformer
-
-        try:  # sentence-transformers >= 6 moved the module classes
-            from sentence_transformers.sentence_transformer import modules as models
-        except ImportError:  # pragma: no cover - older releases
-            from sentence_transformers import models  # type: ignore[no-redef]
+        from harness.st_folder import write_sentence_transformers_modules
 
         path = Path(path)
         stored = getattr(torch, dtype)
@@ -220,15 +216,11 @@ class Embedder(torch.nn.Module):
         tokenizer.save_pretrained(path)
         for leftover in ("chat_template.jinja", "chat_template.json"):
             (path / leftover).unlink(missing_ok=True)
-        # The tokenizer's padding side travels in its tokenizer_config.json.
-        transformer = models.Transformer(str(path), max_seq_length=self.config.passage_max_length)
-        pooling_mode = {"mean": "mean", "last_token": "lasttoken", "cls": "cls"}[self.config.pooling]
-        modules: list[torch.nn.Module] = [transformer, models.Pooling(self.dim, pooling_mode=pooling_mode)]
-        if self.config.normalize:
-            modules.append(models.Normalize())
         query_prompt = self.config.instruction_template.format(instruction=RETRIEVAL)
-        prompts = {"query": query_prompt, "document": ""} if self.config.instructions else {}
-        SentenceTransformer(modules=modules, device="cpu", prompts=prompts).save(str(path))
+        write_sentence_transformers_modules(
+            path, dim=self.dim, pooling=self.config.pooling, normalize=self.config.normalize,
+            max_seq_length=self.config.passage_max_length,
+            prompts={"query": query_prompt, "document": ""} if self.config.instructions else {})
         atomic.write_json(path / EMBEDDER_FILE, {
             **self.config.model_dump(mode="json"),
             "base_backbone": self.config.backbone,

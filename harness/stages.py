@@ -37,7 +37,9 @@ STAGE_VERSIONS: dict[str, int] = {
     # 2: float32 master weights, precision in the key, backbone folders keyed by content
     # 3: summary.json names the machine (CPU model + capability, or GPU + compute capability); Hub backbones
     # keyed by commit
-    "train": 3,
+    # 4: model/'s sentence-transformers module files are written by harness.st_folder (the format every
+    # sentence-transformers version reads), not by a second load-and-save through sentence-transformers
+    "train": 4,
     # 2: precision in the key; 3: the stage also keeps mteb's TaskResult JSON (mteb.json) and ModelMeta
     # (model_meta.json); 4: harness retrieval tasks stop at k = 100 (no @1000 metrics in mteb.json);
     # 5: the mteb version is in the key (harness.evaluator), the record names its machine

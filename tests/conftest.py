@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,6 +72,19 @@ def in_another_process(code: str, hash_seed: str = "1", **env: str) -> str:
     done = subprocess.run([sys.executable, "-c", code], env=child_env, cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def run_ranks(fn: Callable[..., None], args: tuple[Any, ...], nprocs: int = 2) -> None:
+    """`fn(rank, *args)` in `nprocs` processes started by fork, as `torch.multiprocessing.spawn` would
+    start them by spawn, and wait for all: for tests of real gloo process groups.
+
+    Fork, because a spawned rank imports torch, transformers and the test module all over again
+    (about 190 s of the full suite's CPU time went to that); the forked rank already has them.
+    What the ranks compute is the same either way; the launch a user runs, torchrun with fresh
+    interpreters, is tested through `ablate` (test_kalm_recipe) and bench/gpu_smoke.sh."""
+    import torch.multiprocessing
+
+    torch.multiprocessing.start_processes(fn, args=args, nprocs=nprocs, join=True, start_method="fork")
 
 
 def write(path: Path, text: str) -> Path:

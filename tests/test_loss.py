@@ -27,7 +27,7 @@ from harness.train.loss import (
 )
 from harness.train.step import TrainStep
 
-from .conftest import write
+from .conftest import run_ranks, write
 from .test_train import _free_port
 
 TAU = 0.05
@@ -282,7 +282,7 @@ def test_two_gloo_ranks_give_the_one_process_loss_and_gradients(tmp_path: Path) 
     (rank0 + rank1) / 2 must be the one-process loss over the global batch, and each rank's
     embedding gradients / 2 the one-process gradients of its slice (passages get both ranks'
     contributions through the gather) — for focal, mixing and both under Matryoshka."""
-    torch.multiprocessing.spawn(_loss_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_ranks(_loss_worker, (2, _free_port(), str(tmp_path)))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     q_all, p_all = _global_batch()
     plain = F.cross_entropy(q_all @ p_all.T / TAU, torch.arange(ROWS) * PER_ROW)

@@ -30,6 +30,7 @@ from harness.train.loss import (
 )
 from harness.train.step import TrainStep
 
+from .conftest import run_ranks
 from .test_trackers import _train
 from .test_train import _free_port
 
@@ -161,7 +162,7 @@ def _terms_worker(rank: int, world_size: int, port: int, out: str) -> None:
 def test_terms_average_over_two_gloo_ranks_like_the_loss(tmp_path: Path) -> None:
     """Each rank's terms are means over its rows; their mean over ranks is the one-process value,
     as for the loss, and every rank gets the same numbers."""
-    torch.multiprocessing.spawn(_terms_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_ranks(_terms_worker, (2, _free_port(), str(tmp_path)))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     q, p, t = _embeddings(rows=8, seed=9)
     single = _step(World())

@@ -62,18 +62,32 @@ def test_decoder_backbones_pad_left_and_batching_does_not_change_vectors() -> No
     np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
-@pytest.mark.parametrize(("backbone", "pooling"), [("minilm", "mean"), ("tiny-qwen2", "last_token")])
+@pytest.mark.parametrize(("backbone", "pooling", "normalize"),
+                         [("minilm", "mean", True), ("minilm", "cls", False), ("tiny-qwen2", "last_token", True),
+                          ("tiny-qwen2", "mean", True)])
 @pytest.mark.slow
 def test_saved_folder_loads_in_sentence_transformers_with_the_same_embeddings(
-        tmp_path: Path, backbone: str, pooling: str) -> None:
+        tmp_path: Path, backbone: str, pooling: str, normalize: bool) -> None:
+    """harness.st_folder writes the module files itself: every pooling mode, normalisation on and
+    off and the query prompt must come back the same in the installed sentence-transformers."""
     from sentence_transformers import SentenceTransformer
 
-    config = ModelConfig(backbone=backbone, pooling=pooling, passage_max_length=64)
+    from harness.model import format_query
+    from harness.instructions import RETRIEVAL
+
+    config = ModelConfig(backbone=backbone, pooling=pooling, normalize=normalize, passage_max_length=64)
     embedder = Embedder.from_config(config)
     embedder.save(tmp_path / "model")
     ours = embedder.encode(TEXTS, max_length=64)
-    st = SentenceTransformer(str(tmp_path / "model"), device="cpu").encode(TEXTS, convert_to_numpy=True)
+    st_model = SentenceTransformer(str(tmp_path / "model"), device="cpu")
+    assert st_model.max_seq_length == 64
+    st = st_model.encode(TEXTS, convert_to_numpy=True)
     np.testing.assert_allclose(ours, st, atol=1e-5)
+    if not normalize:
+        assert not np.allclose(np.linalg.norm(st, axis=1), 1.0)  # no Normalize module was added
+    queries = [format_query(t, RETRIEVAL, config.instruction_template) for t in TEXTS]
+    np.testing.assert_allclose(st_model.encode(TEXTS, prompt_name="query", convert_to_numpy=True),
+                               embedder.encode(queries, max_length=64), atol=1e-5)
     reloaded = Embedder.from_config(config, checkpoint=tmp_path / "model").encode(TEXTS, max_length=64)
     np.testing.assert_allclose(ours, reloaded, atol=1e-6)
     # and through mteb's own wrapper for sentence-transformers folders

@@ -17,6 +17,8 @@ from harness.data.mix import build_mix
 from harness.model import Embedder
 from harness.train.loop import train
 
+from .conftest import run_ranks
+
 LORA = {"r": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]}
 
 
@@ -81,8 +83,8 @@ def _two_ranks(tmp_path: Path, train_args: dict[str, Any], stop_after: int, work
     from harness.backbones import resolve_path
 
     resolve_path("tiny-qwen2")  # built once here, as launch_torchrun does, not by two racing ranks
-    torch.multiprocessing.spawn(_worker, args=(_free_port(), str(out), os.environ["HARNESS_CACHE"], train_args,
-                                               stop_after, str(work) if work else None), nprocs=2, join=True)
+    run_ranks(_worker, (_free_port(), str(out), os.environ["HARNESS_CACHE"], train_args, stop_after,
+                        str(work) if work else None))
     return [torch.load(out / f"rank{r}.pt") for r in (0, 1)]
 
 

@@ -24,7 +24,7 @@ from harness.train.gradcache import cached_backward
 from harness.train.loss import info_nce, matryoshka_info_nce
 from harness.train.loop import train
 
-from .conftest import REPO, write
+from .conftest import REPO, run_ranks, write
 
 
 def _tiny_config(**train: object) -> VariantConfig:
@@ -156,8 +156,7 @@ def test_two_gloo_processes_equal_one_process_over_the_global_batch(tmp_path: Pa
 
     monkeypatch.setattr(loop, "_prepare_model", loop._prepare_model)  # restored after the test
     _remember_models()
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), os.environ["HARNESS_CACHE"]),
-                                nprocs=2, join=True)
+    run_ranks(_ddp_worker, (2, _free_port(), str(tmp_path), os.environ["HARNESS_CACHE"]))
     ddp = torch.load(tmp_path / "ddp.pt")
 
     config = _tiny_config(steps=1, batch_size=8, warmup_ratio=0.0, bf16=False)  # same global batch, one process (float32: numbers compared)

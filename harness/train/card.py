@@ -182,7 +182,7 @@ def training_card(config: dict[str, Any], data_card: dict[str, Any] | None, summ
 
 
 def write_training_card(model_dir: Path, config: Any, data_dir: Path, summary: dict[str, Any]) -> None:
-    """Replace sentence-transformers' generic README.md in a freshly trained model/ folder."""
+    """The README.md of a freshly trained model/ folder."""
     card_path = data_dir / "card.json"
     data_card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else None
     name = f"harness-{content_name(config)}"

@@ -43,22 +43,25 @@ def config_changes(submitted: Any, now: Any, path: str = "") -> list[str]:
 
 def load_run(recipe_path: str, variant_name: str, seed: int, results_root: str,
              submitted_config: dict[str, Any]) -> tuple[RunPlan, dict[str, tuple[Any, str]]]:
-    """Plan one (variant, seed) on this node; stop with one line if its config changed since submission."""
+    """Plan one (variant, seed) on this node; stop with one line if its config changed since submission.
+    The config is checked before the tasks are resolved (mteb and the task data): a stale job fails
+    in a second, not after loading what it will not use."""
     from harness.pipeline import plan, task_revisions
     from harness.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
-    tasks = task_revisions(recipe)
-    plans = [p for p in plan(recipe, Path(results_root), tasks) if p.variant.name == variant_name and p.seed == seed]
-    if not plans:
+    variant = next((v for v in recipe.variants if v.name == variant_name), None)
+    if variant is None or seed not in recipe.seeds:
         raise HarnessError(f"{recipe_path}: no variant {variant_name!r} with seed {seed} (the recipe changed since "
                            f"the job was submitted); run ablate again")
-    changes = config_changes(submitted_config, plans[0].config.to_dict())
+    changes = config_changes(submitted_config, variant.run_config(seed).to_dict())
     if changes:
         shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
         raise HarnessError(f"{recipe_path}: variant {variant_name!r} (seed {seed}) changed since the job was "
                            f"submitted ({shown}); run ablate again")
-    return plans[0], tasks
+    tasks = task_revisions(recipe)
+    (run,) = [p for p in plan(recipe, Path(results_root), tasks) if p.variant.name == variant_name and p.seed == seed]
+    return run, tasks
 
 
 def record(stage: Stage) -> StageRecord:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from .conftest import run_ranks
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -27,6 +29,9 @@ def _rank(rank: int, port: int, machine_cache: str, rank1_first: bool, out: str)
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
     from harness.backbones import load_backbone
+    from harness.backbones.tokenizer_cache import forget_loaded
+
+    forget_loaded()  # a forked rank starts with its parent's tokenizers: load from this cache, as a fresh rank
 
     if rank1_first and rank == 0:
         torch.distributed.barrier()  # rank 1 builds (with the process group up), rank 0 then loads
@@ -44,8 +49,7 @@ def _rank(rank: int, port: int, machine_cache: str, rank1_first: bool, out: str)
 @pytest.mark.parametrize("round_", ["rank 1 builds", "race 1", "race 2"])
 def test_two_ranks_on_an_empty_machine_cache_both_load_tiny_qwen2(tmp_path: Path, round_: str) -> None:
     machine_cache = tmp_path / "machine"  # empty: tokenizer and tiny-qwen2 are built in this round
-    torch.multiprocessing.spawn(_rank, args=(_free_port(), str(machine_cache), round_ == "rank 1 builds",
-                                             str(tmp_path)), nprocs=2, join=True)
+    run_ranks(_rank, (_free_port(), str(machine_cache), round_ == "rank 1 builds", str(tmp_path)))
     loaded = {(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)}
     assert len(loaded) == 1 and next(iter(loaded)).startswith("qwen2 "), loaded
     (folder,) = (machine_cache / "backbones").glob("tiny-qwen2-*")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.cli import main
+
 from .conftest import REPO, tiny_column_task, write
 
 # Two tiny user tasks first, then a bigger one: the kill lands while task 2 or 3 runs.
@@ -42,7 +44,8 @@ def _eval_stages(cache: Path) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_killed_during_eval_keeps_finished_tasks_and_resumes_to_the_same_results(tmp_path: Path) -> None:
+def test_killed_during_eval_keeps_finished_tasks_and_resumes_to_the_same_results(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     a = tiny_column_task(tmp_path / "task-a", "TinyColumnsA")
     b = tiny_column_task(tmp_path / "task-b", "TinyColumnsB")
     recipe = write(tmp_path / "resume.yaml", RECIPE.format(a=a, b=b))
@@ -72,8 +75,10 @@ def test_killed_during_eval_keeps_finished_tasks_and_resumes_to_the_same_results
     assert {k: after[k] for k in kept} == kept  # the finished tasks' stages were not rewritten
     assert len(after) == len(TASKS)
 
+    # the uninterrupted reference, in this process (the killed run and its rerun were the processes under test)
     clean = tmp_path / "results-clean"
-    subprocess.run(_cmd(recipe, clean), env=_env(tmp_path / "cache-clean"), cwd=REPO, capture_output=True, check=True)
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache-clean"))
+    assert main(_cmd(recipe, clean)[3:]) == 0
     for name in ("scores.json", "units.parquet"):
         assert (results / "resume" / "base" / "seed-0" / name).read_bytes() == \
             (clean / "resume" / "base" / "seed-0" / name).read_bytes(), name

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,28 +123,34 @@ def test_benchmark_names_resolve_to_the_harness_tasks() -> None:
         assert str(task.metadata.dataset["path"]).startswith("harness/")
 
 
-@pytest.mark.slow
-def test_minilm_scores_every_new_type_with_units(tmp_path: Path) -> None:
-    """One real mteb run per new task: main score in range, per-unit scores that aggregate to it."""
+@pytest.fixture(scope="module")
+def minilm() -> Any:
     from harness.config import ModelConfig
+    from harness.model import Embedder
+
+    return Embedder.from_config(ModelConfig(backbone="minilm", query_max_length=40, passage_max_length=32)).eval()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(SUITE_TASKS))  # one test per task: the workers share them out
+def test_minilm_scores_every_new_type_with_units(minilm: Any, name: str) -> None:
+    """One real mteb run per new task: main score in range, per-unit scores that aggregate to it."""
     from harness.evaluate.encoder import HarnessEncoder
     from harness.evaluate.run import evaluate_task
     from harness.evaluate.tasks import get_task
-    from harness.model import Embedder
 
-    embedder = Embedder.from_config(ModelConfig(backbone="minilm", query_max_length=40, passage_max_length=32)).eval()
     expected_units = {"Classification": "correct", "Clustering": "v_measure", "PairClassification": "similarity",
                       "Reranking": "map_at_1000", "STS": "similarity"}
-    for name, entry in SUITE_TASKS.items():
-        encoder = HarnessEncoder(embedder, name="test/minilm", revision="test", show_progress=False)
-        result = evaluate_task(encoder, get_task(name))
-        assert "units_missing" not in result.scores, name
-        main = result.scores["main_score"]
-        assert 0.2 < main <= 1.0, (name, main)  # minilm is far above chance on each
-        units = result.units[result.units["metric"] == expected_units[entry.task_type]]
-        assert len(units) >= 20, name
-        if entry.task_type in ("Classification", "Clustering", "Reranking"):  # decomposes over units
-            assert units["value"].mean() == pytest.approx(main, abs=1e-4), name
+    entry = SUITE_TASKS[name]
+    encoder = HarnessEncoder(minilm, name="test/minilm", revision="test", show_progress=False)
+    result = evaluate_task(encoder, get_task(name))
+    assert "units_missing" not in result.scores, name
+    main = result.scores["main_score"]
+    assert 0.2 < main <= 1.0, (name, main)  # minilm is far above chance on each
+    units = result.units[result.units["metric"] == expected_units[entry.task_type]]
+    assert len(units) >= 20, name
+    if entry.task_type in ("Classification", "Clustering", "Reranking"):  # decomposes over units
+        assert units["value"].mean() == pytest.approx(main, abs=1e-4), name
 
 
 def test_no_new_task_shares_a_text_with_the_offline_training_sources() -> None:

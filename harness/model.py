@@ -1,8 +1,8 @@
 """The embedder: backbone + pooling + normalisation + query-side instructions.
 
 Training and evaluation share this one module, so the vectors mteb scores are exactly the
-vectors the loss saw. `save()` writes a sentence-transformers folder, so `SentenceTransformer(path)` reproduces our
-embeddings.
+vectors the loss saw. `save()` writes a sentence-transformers folder (harness.st_folder), so
+`SentenceTransformer(path)` reproduces our embeddings.
 """
 
 from __future__ import annotations

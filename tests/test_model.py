@@ -72,7 +72,6 @@ def test_saved_folder_loads_in_sentence_transformers_with_the_same_embeddings(
     off and the query prompt must come back the same in the installed sentence-transformers."""
     from sentence_transformers import SentenceTransformer
 
-    from harness.model import format_query
     from harness.instructions import RETRIEVAL
 
     config = ModelConfig(backbone=backbone, pooling=pooling, normalize=normalize, passage_max_length=64)

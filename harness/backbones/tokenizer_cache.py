@@ -22,7 +22,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.content import file_sha256
+from harness.content import path_fingerprint
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -37,7 +37,6 @@ _KEPT = 4  # distinct tokenizers held at once (a student and a teacher, with roo
 
 _lock = threading.Lock()
 _loaded: OrderedDict[tuple[Any, ...], PreTrainedTokenizerBase] = OrderedDict()
-_digests: dict[tuple[str, int, int, int], str] = {}
 
 
 def load_tokenizer_from(source: str, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
@@ -66,7 +65,8 @@ def tokenizer_key(source: str, trust_remote_code: bool) -> tuple[Any, ...]:
         return ("hub", source, trust_remote_code)
     files = sorted(f for f in folder.iterdir() if f.is_file() and (f.name.startswith(_TOKENIZER_FILE_PREFIXES)
                                                                    or f.name.endswith(_TOKENIZER_FILE_SUFFIXES)))
-    return ("folder", tuple((f.name, _sha256(f)) for f in files), trust_remote_code)
+    # harness.content's one rule: each file's sha256, cached per machine by its (size, mtime, inode) stamp
+    return ("folder", tuple((f.name, path_fingerprint(f)) for f in files), trust_remote_code)
 
 
 def detached_copy(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -77,16 +77,6 @@ def detached_copy(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase
         if isinstance(value, (dict, list, set)):
             setattr(clone, name, copy.copy(value))
     return clone
-
-
-def _sha256(file: Path) -> str:
-    """A file's digest, remembered for its stamp: a file rewritten in place is hashed again."""
-    stat = file.stat()
-    stamp = (str(file.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
-    digest = _digests.get(stamp)
-    if digest is None:
-        digest = _digests[stamp] = file_sha256(file)
-    return digest
 
 
 def forget_loaded() -> None:

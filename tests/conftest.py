@@ -59,6 +59,31 @@ def fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
+def private_machine_cache(folder: Path, monkeypatch: pytest.MonkeyPatch | None = None, *,
+                          tokenizer: bool = True, tiny_qwen2: bool = True) -> Path:
+    """An empty machine cache of the test's own (for tests that count what is measured or built once
+    per machine), holding copies of the session's converted Qwen2 tokenizer and tiny-qwen2 unless
+    the test builds those itself: converting the tokenizer from its tiktoken file costs ~5 s of CPU
+    each time, and the test is about something else. Sets $HARNESS_MACHINE_CACHE when given
+    `monkeypatch` (forked ranks set it themselves)."""
+    from harness.backbones.qwen_tokenizer import tokenizer_folder
+    from harness.backbones.tiny_qwen2 import tiny_qwen2_folder
+    from harness.paths import machine_cache_root
+
+    session = machine_cache_root()
+    assert not folder.exists() and folder.resolve() != session.resolve()
+    folder.mkdir(parents=True)
+    seeded = [tiny_qwen2_folder()] if tiny_qwen2 else []  # builds the session's tokenizer too
+    seeded += [tokenizer_folder()] if tokenizer else []
+    for source in seeded:
+        if not source.is_dir():  # tokenizer only: the session has not converted it yet
+            tiny_qwen2_folder()
+        shutil.copytree(source, folder / source.relative_to(session))
+    if monkeypatch is not None:
+        monkeypatch.setenv("HARNESS_MACHINE_CACHE", str(folder))
+    return folder
+
+
 def in_another_process(code: str, hash_seed: str = "1", **env: str) -> str:
     """Run `code` in a fresh interpreter with another PYTHONHASHSEED; its stdout.
 
@@ -84,7 +109,18 @@ def run_ranks(fn: Callable[..., None], args: tuple[Any, ...], nprocs: int = 2) -
     interpreters, is tested through `ablate` (test_kalm_recipe) and bench/gpu_smoke.sh."""
     import torch.multiprocessing
 
-    torch.multiprocessing.start_processes(fn, args=args, nprocs=nprocs, join=True, start_method="fork")
+    torch.multiprocessing.start_processes(_one_thread_rank, args=(fn, *args), nprocs=nprocs, join=True,
+                                          start_method="fork")
+
+
+def _one_thread_rank(rank: int, fn: Callable[..., None], *args: Any) -> None:
+    """A forked rank computes on one thread: a parent that ran OpenMP work on several threads
+    (pytest -n 0 gives a process both cores) leaves a thread pool the child cannot use, and its
+    first matmul would wait forever."""
+    import torch
+
+    torch.set_num_threads(1)
+    fn(rank, *args)
 
 
 def write(path: Path, text: str) -> Path:

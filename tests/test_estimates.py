@@ -3,12 +3,16 @@ against the actual training time on this machine (both measured in the same test
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from harness.config import VariantConfig
 from harness.data.rows import TrainRow
 from harness.estimates import calibrated_rate, estimate, padded_lengths, parameter_count
 from harness.lengths import load_tokenizer, training_lengths
+
+from .conftest import private_machine_cache, run_ranks
 
 
 def _config(**train: object) -> VariantConfig:
@@ -89,7 +93,7 @@ def test_a_throughput_is_measured_once_per_machine_and_shape(monkeypatch, tmp_pa
     another shape is measured anew."""
     from harness import estimates
 
-    monkeypatch.setenv("HARNESS_MACHINE_CACHE", str(tmp_path / "machine"))
+    private_machine_cache(tmp_path / "machine", monkeypatch)
     config = VariantConfig.model_validate({"model": {"backbone": "tiny-qwen2"},
                                            "train": {"batch_size": 4, "bf16": False}})
     rate, warmup = estimates.calibrate(config, 12.0, 24.0, 1)  # real steps of tiny-qwen2
@@ -105,3 +109,37 @@ def test_a_throughput_is_measured_once_per_machine_and_shape(monkeypatch, tmp_pa
     other.train.batch_size = 8
     with pytest.raises(AssertionError, match="measured again"):
         estimates.calibrate(other, 12.0, 24.0, 1)
+
+
+def _calibrate_in_a_rank(rank: int, config_json: str, start: object, measured_log: str) -> None:
+    """One of two processes that ask for the same probe at once; logs each real measurement."""
+    from harness import estimates
+
+    real = estimates.measure_throughput
+
+    def counted(*args):  # noqa: ANN002, ANN202
+        with open(measured_log, "a", encoding="utf-8") as log:
+            log.write(f"rank {rank}\n")
+        return real(*args)
+
+    estimates.measure_throughput = counted
+    start.wait()  # type: ignore[attr-defined]
+    rate, warmup = estimates.calibrate(VariantConfig.model_validate_json(config_json), 12.0, 24.0, 1)
+    Path(measured_log).with_suffix(f".{rank}").write_text(f"{rate} {warmup}")
+
+
+@pytest.mark.slow
+def test_two_processes_asking_for_one_probe_at_once_measure_it_once(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two ablates starting together on one machine: the second waits for the first's probe and
+    reads it, instead of running the steps too (and halving what both measure)."""
+    import multiprocessing
+
+    private_machine_cache(tmp_path / "machine", monkeypatch)
+    config = VariantConfig.model_validate({"model": {"backbone": "tiny-qwen2"},
+                                           "train": {"batch_size": 4, "bf16": False}})
+    start, log = multiprocessing.get_context("fork").Barrier(2), tmp_path / "measured.log"
+    run_ranks(_calibrate_in_a_rank, (config.model_dump_json(), start, str(log)))  # two forked processes
+    assert len(log.read_text().splitlines()) == 1, log.read_text()  # one process measured
+    assert log.with_suffix(".0").read_text() == log.with_suffix(".1").read_text()  # both have its numbers
+    assert not list((tmp_path / "machine" / "throughput").glob("*.lock"))  # no lock left behind

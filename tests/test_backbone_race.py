@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import run_ranks
+from .conftest import private_machine_cache, run_ranks
 
 
 def _free_port() -> int:
@@ -48,7 +48,9 @@ def _rank(rank: int, port: int, machine_cache: str, rank1_first: bool, out: str)
 @pytest.mark.slow
 @pytest.mark.parametrize("round_", ["rank 1 builds", "race 1", "race 2"])
 def test_two_ranks_on_an_empty_machine_cache_both_load_tiny_qwen2(tmp_path: Path, round_: str) -> None:
-    machine_cache = tmp_path / "machine"  # empty: tokenizer and tiny-qwen2 are built in this round
+    # Empty in "race 1": the ranks convert the tokenizer and build tiny-qwen2. The other rounds race
+    # for tiny-qwen2 only (the tokenizer is copied in), which is what the ranks lost.
+    machine_cache = private_machine_cache(tmp_path / "machine", tokenizer=round_ != "race 1", tiny_qwen2=False)
     run_ranks(_rank, (_free_port(), str(machine_cache), round_ == "rank 1 builds", str(tmp_path)))
     loaded = {(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)}
     assert len(loaded) == 1 and next(iter(loaded)).startswith("qwen2 "), loaded
@@ -63,7 +65,7 @@ def test_an_incomplete_tiny_qwen2_folder_from_an_older_version_is_rebuilt(tmp_pa
     from harness.backbones import load_backbone
     from harness.backbones.tiny_qwen2 import tiny_qwen2_path
 
-    monkeypatch.setenv("HARNESS_MACHINE_CACHE", str(tmp_path / "machine"))
+    private_machine_cache(tmp_path / "machine", monkeypatch, tiny_qwen2=False)  # the converted tokenizer only
     folder = tiny_qwen2_path()
     folder.mkdir(parents=True)
     (folder / "tokenizer_config.json").write_text("{}")  # what the race left behind

@@ -42,7 +42,8 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_ablate_end_to_end_then_cache_hit(tmp_path: Path, fresh_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_ablate_end_to_end_then_cache_hit(tmp_path: Path, fresh_cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     recipe = write(tmp_path / "tiny.yaml", TINY)
     results, board = tmp_path / "results", tmp_path / "leaderboard.md"
 
@@ -70,6 +71,8 @@ def test_ablate_end_to_end_then_cache_hit(tmp_path: Path, fresh_cache: Path, cap
             assert hits.mean() == pytest.approx(s["accuracy"], abs=1e-6)
         log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
         assert [e["step"] for e in log] == [1, 2, 3, 4]
+
+    first_base = _deterministic_outputs(results / "tiny" / "base" / "seed-0")
 
     card = json.loads((results / "tiny" / "cldr-bitext.weight=0" / "seed-0" / "data_card.json").read_text())
     contamination = card["contamination"]["tasks"]
@@ -113,23 +116,22 @@ def test_ablate_end_to_end_then_cache_hit(tmp_path: Path, fresh_cache: Path, cap
     third = capsys.readouterr().out
     assert "built:" not in third and third.count("trained:") == 2
 
+    # same seed, same numbers: base alone (its own recipe) in an empty cache gives the first run's
+    # scores, training log and per-unit scores again, though nothing is shared with that run
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache-again"))
+    alone = write(tmp_path / "again" / "tiny.yaml", TINY.replace("ablate:\n  data.sources.cldr-bitext.weight: [0.0]\n", ""))
+    assert _ablate(alone, tmp_path / "again" / "results", board, "--no-leaderboard", "--no-lengths") == 0
+    again = _deterministic_outputs(tmp_path / "again" / "results" / "tiny" / "base" / "seed-0")
+    assert again[0] == first_base[0] and again[1] == first_base[1]
+    pd.testing.assert_frame_equal(again[2], first_base[2])
 
-@pytest.mark.slow
-def test_same_seed_same_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    recipe = write(tmp_path / "det.yaml", TINY.replace("ablate:\n  data.sources.cldr-bitext.weight: [0.0]\n", ""))
-    outputs = []
-    for attempt in ("a", "b"):
-        monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / f"cache-{attempt}"))
-        results = tmp_path / f"results-{attempt}"
-        assert _ablate(recipe, results, tmp_path / f"lb-{attempt}.md", "--no-leaderboard", "--no-lengths") == 0
-        run = results / "det" / "base" / "seed-0"
-        # the log's deterministic fields (examples/s, tokens/s and memory are wall-clock measurements)
-        log = [{k: e[k] for k in ("step", "loss", "lr", "grad_norm")}
-               for e in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())]
-        outputs.append(((run / "scores.json").read_bytes(), log, pd.read_parquet(run / "units.parquet")))
-    assert outputs[0][0] == outputs[1][0]
-    assert outputs[0][1] == outputs[1][1]
-    pd.testing.assert_frame_equal(outputs[0][2], outputs[1][2])
+
+def _deterministic_outputs(run: Path) -> tuple[bytes, list[dict[str, float]], pd.DataFrame]:
+    """scores.json, the log's deterministic fields (examples/s, tokens/s and memory are wall-clock
+    measurements) and units.parquet of one run."""
+    log = [{k: e[k] for k in ("step", "loss", "lr", "grad_norm")}
+           for e in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())]
+    return (run / "scores.json").read_bytes(), log, pd.read_parquet(run / "units.parquet")
 
 
 def test_dry_run_lists_variants_without_running(tmp_path: Path, fresh_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,7 +11,7 @@ from harness.config import VariantConfig
 from harness.lengths import load_tokenizer, plan_lengths, source_rows_preview, token_counts, training_lengths
 from harness.recipe import load_recipe
 
-from .conftest import write
+from .conftest import private_machine_cache, write
 
 
 def _by_hand(tokenizer: object, texts: list[str]) -> list[int]:
@@ -95,7 +95,7 @@ def test_one_probe_per_model_and_training_settings(monkeypatch, tmp_path: Path) 
     other training settings get their own probe."""
     from harness import estimates
 
-    monkeypatch.setenv("HARNESS_MACHINE_CACHE", str(tmp_path / "machine"))
+    private_machine_cache(tmp_path / "machine", monkeypatch)
     config = VariantConfig.model_validate({"model": {"backbone": "tiny-qwen2", "query_max_length": 16,
                                                      "passage_max_length": 32},
                                            "data": {"sources": {"stdlib-code": {}}},

@@ -171,7 +171,8 @@ def test_two_gloo_processes_equal_one_process_over_the_global_batch(tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_killed_training_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     config = _tiny_config(steps=24, checkpoint_every=3, batch_size=4)
     cfg_path = write(tmp_path / "variant.yaml", json.dumps(config.to_dict()))
     env = {**os.environ, "HARNESS_CACHE": str(tmp_path / "cache-killed"), "OMP_NUM_THREADS": "1"}
@@ -192,13 +193,17 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path: Path, monkeypatch
     names = [p.name for p in (tmp_path / "cache-killed" / "train").iterdir()]
     assert not any(len(n) == 12 and "." not in n for n in names), f"a killed run left a finished-looking stage: {names}"
 
-    resumed = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, check=True)
-    assert "'resumed_from': 0" not in resumed.stdout and "'resumed_from': " in resumed.stdout, resumed.stdout
-    leftovers = [p.name for p in (tmp_path / "cache-killed" / "train").iterdir()]
-    assert len(leftovers) == 1, f"checkpoints and temp folders are cleaned up after success: {leftovers}"
-    # the uninterrupted reference, in this process (the killed run and its resumption were the processes under test)
+    # the same command again, in this process: it resumes from what the killed process left on disk
     from harness.cli import main
 
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache-killed"))
+    capsys.readouterr()
+    assert main(cmd[3:]) == 0
+    resumed = capsys.readouterr().out
+    assert "'resumed_from': 0" not in resumed and "'resumed_from': " in resumed, resumed
+    leftovers = [p.name for p in (tmp_path / "cache-killed" / "train").iterdir()]
+    assert len(leftovers) == 1, f"checkpoints and temp folders are cleaned up after success: {leftovers}"
+    # the uninterrupted reference, in this process too, in a cache of its own
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache-clean"))
     assert main(cmd[3:]) == 0
 

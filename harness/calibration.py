@@ -67,31 +67,21 @@ def time_matmuls(size: int, rounds: int) -> tuple[float, float]:
 def cpu_bf16_calibration(cpu: str, capability: str) -> dict[str, Any]:
     """bf16 vs float32 matmul speed on this CPU (`cpu`, `capability` from harness.devices), measured
     once per machine and cached on disk."""
-    import json
-
     import torch
 
-    from harness import atomic
+    from harness import locks
 
-    path = calibration_file(cpu, capability)
-    if path.is_file():
-        try:
-            return dict(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            pass  # unreadable: measure again
-    flops = 2 * _CALIBRATION_SIZE**3
-    fp32, bf16 = time_matmuls(_CALIBRATION_SIZE, _CALIBRATION_ROUNDS)
-    result = {
-        "cpu": cpu,
-        "capability": capability,
-        "torch": torch.__version__,
-        "matmul": f"{_CALIBRATION_SIZE}x{_CALIBRATION_SIZE}, 1 thread",
-        "fp32_gflops": round(flops / fp32 / 1e9, 2),
-        "bf16_gflops": round(flops / bf16 / 1e9, 2),
-        "bf16_slowdown": round(bf16 / fp32, 2),
-    }
-    try:
-        atomic.write_json(path, result)
-    except OSError:
-        pass  # a read-only cache only costs a re-measurement next time
-    return result
+    def measure() -> dict[str, Any]:
+        flops = 2 * _CALIBRATION_SIZE**3
+        fp32, bf16 = time_matmuls(_CALIBRATION_SIZE, _CALIBRATION_ROUNDS)
+        return {
+            "cpu": cpu,
+            "capability": capability,
+            "torch": torch.__version__,
+            "matmul": f"{_CALIBRATION_SIZE}x{_CALIBRATION_SIZE}, 1 thread",
+            "fp32_gflops": round(flops / fp32 / 1e9, 2),
+            "bf16_gflops": round(flops / bf16 / 1e9, 2),
+            "bf16_slowdown": round(bf16 / fp32, 2),
+        }
+
+    return locks.measure_once(calibration_file(cpu, capability), measure, what="the bf16 calibration of this CPU")

@@ -169,12 +169,9 @@ def calibrate(config: VariantConfig, query_tokens: float, passage_tokens: float,
     """`measure_throughput`, cached per machine (like the bf16 calibration): a throughput is a fact
     of this machine and this model shape, so a rerun, another recipe with the same model and
     lengths, or a test session's next ablate does not pay for the probe steps again."""
-    import contextlib
-    import json
-
     import torch
 
-    from harness import atomic, locks
+    from harness import locks
     from harness.devices import cpu_capability, cpu_model
     from harness.hashing import content_hash
     from harness.paths import machine_cache_root
@@ -188,31 +185,13 @@ def calibrate(config: VariantConfig, query_tokens: float, passage_tokens: float,
              "steps": CALIBRATION_STEPS, "v": 1}
     path = machine_cache_root() / "throughput" / f"{content_hash(shape)}.json"
 
-    def cached() -> tuple[float, float] | None:
-        try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-            return float(stored["tokens_per_second"]), float(stored["warmup_seconds"])
-        except (OSError, ValueError, KeyError):
-            return None
-
-    hit = cached()
-    if hit is not None:
-        return hit
-    # Under the probe's lock: a second process on this machine (another ablate, an array job's
-    # sibling) waits and reads this measurement instead of probing at the same time, which would
-    # cost the steps twice and halve what each probe measures.
-    with contextlib.ExitStack() as guard:
-        with contextlib.suppress(OSError):  # a read-only machine cache: probe without the lock
-            guard.enter_context(locks.locked(path, what="the throughput probe of this model and its settings"))
-        hit = cached()
-        if hit is not None:
-            return hit
+    def probe() -> dict[str, float]:
         rate, warmup = measure_throughput(config, query_tokens, passage_tokens, negatives)
-        try:
-            atomic.write_json(path, {"tokens_per_second": rate, "warmup_seconds": warmup})
-        except OSError:
-            pass  # a read-only machine cache only costs a re-measurement next time
-    return rate, warmup
+        return {"tokens_per_second": rate, "warmup_seconds": warmup}
+
+    found = locks.measure_once(path, probe, numbers=("tokens_per_second", "warmup_seconds"),
+                               what="the throughput probe of this model and its settings")
+    return float(found["tokens_per_second"]), float(found["warmup_seconds"])
 
 
 def measure_throughput(config: VariantConfig, query_tokens: float, passage_tokens: float,

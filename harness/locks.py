@@ -8,13 +8,15 @@ on filesystems without `flock` it is filelock's soft lock, a marker file holding
 and host, which a waiter on the same host breaks once that pid is gone. Lock files of finished
 artifacts are removed, so a complete cache holds only artifacts.
 
-The API is two calls:
+The API is two calls, and one for measurements:
 - `build_once(final, build)` — the one path every stage kind uses: if `final` is missing, take its
   lock, look again, clean stale staging, build into a staging folder, rename into place; if it is
   there (a cache hit), still remove staging whose owner is provably dead, or a killed writer's
   leftovers beside an artifact that someone else finished would never go;
 - `locked(*finals)` — hold the locks of several artifacts (in a fixed order: no deadlock), for
-  code that computes several at once (the eval stages of one model).
+  code that computes several at once (the eval stages of one model);
+- `measure_once(path, measure)` — a fact of this machine kept as one JSON file (the bf16
+  calibration, a throughput probe): measured by one process, read by the others.
 A child process that works for a lock holder (the torchrun ranks of a train stage) inherits the
 hold through `inherit_env`, so it does not wait for its own parent.
 """
@@ -146,6 +148,44 @@ def build_once(final: str | os.PathLike[str], build: Callable[[Path], None], *, 
         with staged_dir(final) as tmp:
             build(tmp)
     return True
+
+
+def measure_once(path: str | os.PathLike[str], measure: Callable[[], dict[str, Any]], *,
+                 numbers: tuple[str, ...] = (), what: str = "", log: Callable[[str], None] = _stderr) -> dict[str, Any]:
+    """A measurement of this machine kept as one JSON file (the machine cache): read it, else take
+    its lock, read again, and only then `measure()` and write it. A second process that needs the
+    same measurement meanwhile waits and reads it, instead of measuring at the same time (which
+    costs the work twice and skews both numbers, each run beside the other). A file that cannot be
+    read, or whose `numbers` keys do not all hold numbers, is measured again; a read-only cache
+    measures without the lock and keeps nothing."""
+    import json
+
+    from harness.atomic import write_json
+
+    final = Path(path)
+
+    def stored() -> dict[str, Any] | None:
+        try:
+            found = json.loads(final.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(found, dict):
+            return None
+        return found if all(isinstance(found.get(k), int | float) for k in numbers) else None
+
+    hit = stored()
+    if hit is not None:
+        return hit
+    with contextlib.ExitStack() as guard:
+        with contextlib.suppress(OSError):  # a read-only machine cache: measure without the lock
+            guard.enter_context(locked(final, what=what or str(final), log=log))
+        hit = stored()
+        if hit is not None:
+            return hit
+        result = measure()
+        with contextlib.suppress(OSError):  # a read-only cache only costs a re-measurement next time
+            write_json(final, result)
+    return result
 
 
 def inherit_env(*finals: str | os.PathLike[str]) -> dict[str, str]:

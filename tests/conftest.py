@@ -73,11 +73,8 @@ def private_machine_cache(folder: Path, monkeypatch: pytest.MonkeyPatch | None =
     session = machine_cache_root()
     assert not folder.exists() and folder.resolve() != session.resolve()
     folder.mkdir(parents=True)
-    seeded = [tiny_qwen2_folder()] if tiny_qwen2 else []  # builds the session's tokenizer too
-    seeded += [tokenizer_folder()] if tokenizer else []
-    for source in seeded:
-        if not source.is_dir():  # tokenizer only: the session has not converted it yet
-            tiny_qwen2_folder()
+    tiny = tiny_qwen2_folder()  # the session's: built (with its tokenizer) on first use, read after
+    for source in ([tiny] if tiny_qwen2 else []) + ([tokenizer_folder()] if tokenizer else []):
         shutil.copytree(source, folder / source.relative_to(session))
     if monkeypatch is not None:
         monkeypatch.setenv("HARNESS_MACHINE_CACHE", str(folder))
